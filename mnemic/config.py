@@ -1,0 +1,151 @@
+"""One typed configuration: defaults, then a TOML file, then MNEMIC_* environment variables.
+
+Backends are chosen by name (``embedder.backend = "onnx"``); nested fields map to environment
+variables with a double underscore, e.g. ``MNEMIC_EMBEDDER__BACKEND=openai``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mnemic.errors import ConfigError
+
+
+def default_home() -> Path:
+    """``MNEMIC_HOME`` if set, else the platform's user data directory."""
+    env = os.environ.get("MNEMIC_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mnemic", appauthor=False))
+
+
+class EmbedderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["onnx", "sentence-transformers", "openai"] = "onnx"
+    # onnx: "all-MiniLM-L6-v2" (shipped); sentence-transformers: a model name or path;
+    # openai: the endpoint's model name, e.g. "text-embedding-3-small" or "nomic-embed-text".
+    model: str = "all-MiniLM-L6-v2"
+    quantized: bool = True  # onnx: the int8 export (see docs/design.md for the measurement)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    threads: int = Field(default=0, ge=0)  # onnx: 0 lets the runtime choose
+    base_url: str = "http://localhost:11434/v1"  # openai-compatible (Ollama's default)
+    api_key: str | None = None
+    dimensions: int | None = None  # openai: ask the endpoint for this many dimensions
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+
+
+class StoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["sqlite"] = "sqlite"
+    # sqlite: the database lives in <home>/mnemic.db unless a path is given
+    path: Path | None = None
+
+
+class RetrievalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dense: bool = True
+    fulltext: bool = True
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = Field(default=60, ge=1)
+    candidates: int = Field(default=50, ge=1, le=10_000)  # per recall stage
+    dense_weight: float = Field(default=1.0, ge=0)
+    fulltext_weight: float = Field(default=1.0, ge=0)
+
+
+class ReaderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["deterministic"] = "deterministic"
+    # each raw turn is indexed with this many preceding turns of its session as context
+    context_turns: int = Field(default=1, ge=0, le=10)
+
+
+class Settings(BaseSettings):
+    """Everything mnemic can be told. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MNEMIC_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    home: Path = Field(default_factory=default_home)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    reader: ReaderConfig = Field(default_factory=ReaderConfig)
+    max_text_chars: int = Field(default=100_000, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # explicit arguments win over the environment, which wins over the TOML file
+        return (init_settings, env_settings)
+
+    @property
+    def db_path(self) -> Path:
+        return self.store.path or (self.home / "mnemic.db")
+
+
+def load_settings(
+    config_file: str | Path | None = None, **overrides: Any
+) -> Settings:
+    """Defaults < TOML file < ``MNEMIC_*`` env vars < keyword overrides.
+
+    The file is ``config_file``, else ``$MNEMIC_CONFIG``, else ``<home>/config.toml`` if present.
+    """
+    path: Path | None = None
+    if config_file is not None:
+        path = Path(config_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass an existing TOML file")
+    elif os.environ.get("MNEMIC_CONFIG"):
+        path = Path(os.environ["MNEMIC_CONFIG"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"MNEMIC_CONFIG points to {path}, which does not exist")
+    else:
+        home = Path(overrides["home"]) if overrides.get("home") else default_home()
+        candidate = home / "config.toml"
+        path = candidate if candidate.is_file() else None
+
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+
+    try:
+        from_env = Settings()  # env vars over defaults
+        env_set = from_env.model_dump(exclude_defaults=True)
+        merged = _deep_merge(_deep_merge(file_values, env_set), overrides)
+        return Settings(**merged)
+    except ValidationError as exc:
+        where = f" (file {path})" if path else ""
+        raise ConfigError(f"invalid configuration{where}:\n{exc}") from exc
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

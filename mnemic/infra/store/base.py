@@ -1,0 +1,119 @@
+"""The Store protocol: the only way the operation layer reaches storage.
+
+Every read and write is scoped by ``user_id`` and ``cube_id``; no method can touch another
+user's rows. Implementations: :mod:`mnemic.infra.store.sqlite` (embedded default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+
+from mnemic.models import CubeManifest, HistoryEntry, MemoryItem, MemoryKind, MemoryStatus
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """Conditions on items; all given conditions must hold. Default: active items only."""
+
+    statuses: tuple[MemoryStatus, ...] = (MemoryStatus.ACTIVE,)
+    kinds: tuple[MemoryKind, ...] = ()
+    session_id: str | None = None
+    agent_id: str | None = None
+    speaker: str | None = None
+    tags: tuple[str, ...] = ()  # every tag must be present
+    valid_after: datetime | None = None  # valid_from >= this
+    valid_before: datetime | None = None  # valid_from < this
+    as_of: datetime | None = None  # valid at that time: what was true then (valid time)
+    known_at: datetime | None = None  # recorded by that time: what we knew then (system time)
+
+    @classmethod
+    def any_status(cls, **kwargs: object) -> ItemFilter:
+        return cls(statuses=(), **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass
+class Scored:
+    """An item id with a stage score (higher is better)."""
+
+    item_id: str
+    score: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """Durable storage of cubes, items, their vectors, full-text index and history."""
+
+    # cubes
+    def ensure_cube(
+        self, cube_id: str, owner_id: str, *, embedder: str | None, dim: int | None
+    ) -> CubeManifest: ...
+
+    def get_cube(self, cube_id: str) -> CubeManifest | None: ...
+
+    def list_cubes(self, owner_id: str) -> list[CubeManifest]: ...
+
+    # items
+    def add_items(
+        self,
+        items: Sequence[MemoryItem],
+        vectors: np.ndarray | None,
+        *,
+        actor: str,
+        reason: str | None = None,
+    ) -> None:
+        """Insert items (and their vectors) in one transaction, with a history row each."""
+        ...
+
+    def get_items(self, user_id: str, cube_id: str, ids: Sequence[str]) -> list[MemoryItem]:
+        """The items among ``ids`` in this scope, in the order of ``ids``; unknown ids dropped."""
+        ...
+
+    def list_items(
+        self,
+        user_id: str,
+        cube_id: str,
+        flt: ItemFilter = ItemFilter(),
+        *,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[MemoryItem]: ...
+
+    def count_items(self, user_id: str, cube_id: str, flt: ItemFilter = ItemFilter()) -> int: ...
+
+    def update_item(
+        self,
+        item: MemoryItem,
+        vector: np.ndarray | None,
+        *,
+        actor: str,
+        action: str = "update",
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> MemoryItem:
+        """Replace a stored item (same id and scope); history keeps the before and after."""
+        ...
+
+    def purge_item(self, user_id: str, cube_id: str, item_id: str, *, actor: str) -> None:
+        """Remove an item's content for good; a history row records that it was purged."""
+        ...
+
+    def record_access(self, user_id: str, cube_id: str, ids: Sequence[str]) -> None: ...
+
+    def history(self, user_id: str, cube_id: str, item_id: str) -> list[HistoryEntry]: ...
+
+    # search
+    def fulltext_search(
+        self, user_id: str, cube_id: str, query: str, k: int, flt: ItemFilter = ItemFilter()
+    ) -> list[Scored]: ...
+
+    def vector_search(
+        self, user_id: str, cube_id: str, vector: np.ndarray, k: int,
+        flt: ItemFilter = ItemFilter(),
+    ) -> list[Scored]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,756 @@
+"""The embedded store: one SQLite file (WAL) with FTS5 for BM25 and usearch HNSW for vectors.
+
+SQLite is the source of truth. Each item's vector lives in the ``vectors`` table and every
+vector insert or removal appends to ``vector_log`` in the same transaction; the HNSW index of
+a (user, cube) scope is derived state, snapshotted beside the database and brought up to date
+from the log before each vector search. So a crash, or another process writing the same file,
+never leaves the index disagreeing with the rows for longer than one search.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew, StoreError
+from mnemic.infra.store.base import ItemFilter, Scored
+from mnemic.infra.store.vector_index import VectorIndex
+from mnemic.models import (
+    SCHEMA_VERSION,
+    CubeManifest,
+    HistoryEntry,
+    MemoryItem,
+    MemoryStatus,
+    utcnow,
+)
+
+# Numbered, append-only migrations: migration i brings the schema from version i to i + 1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE cubes (
+        cube_id TEXT PRIMARY KEY,
+        owner_id TEXT NOT NULL,
+        manifest TEXT NOT NULL
+    );
+    CREATE INDEX cubes_owner ON cubes(owner_id);
+    CREATE TABLE items (
+        rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        session_id TEXT,
+        agent_id TEXT,
+        text TEXT NOT NULL,
+        index_text TEXT,
+        kind TEXT NOT NULL,
+        layer TEXT NOT NULL,
+        status TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        supersedes TEXT,
+        valid_from TEXT,
+        valid_to TEXT,
+        created_at TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        expires_at TEXT,
+        speaker TEXT,
+        source TEXT NOT NULL,
+        entities TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        confidence REAL NOT NULL,
+        importance REAL NOT NULL,
+        access_count INTEGER NOT NULL,
+        last_accessed TEXT,
+        metadata TEXT NOT NULL
+    );
+    CREATE INDEX items_scope ON items(user_id, cube_id, status, valid_from);
+    CREATE INDEX items_session ON items(user_id, cube_id, session_id);
+    CREATE VIRTUAL TABLE items_fts USING fts5(
+        scope, key, tokenize = 'porter unicode61 remove_diacritics 2'
+    );
+    CREATE TABLE vectors (
+        item_rowid INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        vec BLOB NOT NULL
+    );
+    CREATE TABLE vector_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        scope TEXT NOT NULL,
+        item_rowid INTEGER NOT NULL,
+        op INTEGER NOT NULL
+    );
+    CREATE INDEX vector_log_scope ON vector_log(scope, seq);
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at TEXT NOT NULL,
+        reason TEXT,
+        before TEXT,
+        after TEXT
+    );
+    CREATE INDEX history_item ON history(user_id, cube_id, item_id);
+    """,
+]
+
+_ITEM_COLUMNS = (
+    "id", "user_id", "cube_id", "session_id", "agent_id", "text", "index_text", "kind", "layer",
+    "status", "version", "supersedes", "valid_from", "valid_to", "created_at", "recorded_at",
+    "updated_at", "expires_at", "speaker", "source", "entities", "tags", "confidence",
+    "importance", "access_count", "last_accessed", "metadata",
+)
+_JSON_COLUMNS = {"source", "entities", "tags", "metadata"}
+_TIME_COLUMNS = {
+    "valid_from", "valid_to", "created_at", "recorded_at", "updated_at", "expires_at",
+    "last_accessed",
+}
+_SELECT = "SELECT i.rowid AS rowid_, " + ", ".join(f"i.{c}" for c in _ITEM_COLUMNS)
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Function words carry no evidence in an OR query and only slow FTS5 down.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is it
+    its itself just me more most my myself no nor not now of off on once only or other our ours
+    ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself
+    yourselves""".split()
+)
+
+SNAPSHOT_EVERY = 5_000  # log entries applied before an index snapshot is rewritten
+
+
+def ts(value: datetime | None) -> str | None:
+    """Fixed-width UTC text so that string order is time order in SQL."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def scope_key(user_id: str, cube_id: str) -> str:
+    """A single alphanumeric token naming a (user, cube) scope, usable inside FTS5 queries."""
+    digest = hashlib.sha256(f"{user_id}\x00{cube_id}".encode()).hexdigest()[:24]
+    return f"s{digest}"
+
+
+def fts_query(text: str) -> str | None:
+    """Turn free text into a safe FTS5 OR-query of quoted terms (no FTS syntax gets through)."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    kept = [w for w in words if w not in STOPWORDS] or words
+    unique = list(dict.fromkeys(w.replace('"', "") for w in kept if w.strip("_")))
+    if not unique:
+        return None
+    return " OR ".join(f'"{w}"' for w in unique[:64])
+
+
+def item_to_row(item: MemoryItem) -> dict[str, Any]:
+    data = item.model_dump(mode="python")
+    row: dict[str, Any] = {}
+    for col in _ITEM_COLUMNS:
+        value = data[col]
+        if col in _JSON_COLUMNS:
+            value = json.dumps(item.source.model_dump(mode="json") if col == "source" else value)
+        elif col in _TIME_COLUMNS:
+            value = ts(value)
+        elif hasattr(value, "value"):
+            value = value.value
+        row[col] = value
+    return row
+
+
+def row_to_item(row: sqlite3.Row) -> MemoryItem:
+    data: dict[str, Any] = {}
+    for col in _ITEM_COLUMNS:
+        value = row[col]
+        if col in _JSON_COLUMNS:
+            value = json.loads(value)
+        data[col] = value
+    return MemoryItem.model_validate(data)
+
+
+@dataclass
+class _ScopeIndex:
+    index: VectorIndex
+    seq: int  # last vector_log entry applied
+    unsaved: int = 0
+
+
+class SQLiteStore:
+    """The embedded :class:`~mnemic.infra.store.base.Store`: ``SQLiteStore(path, dim=384)``."""
+
+    def __init__(self, path: str | Path, *, dim: int | None = None) -> None:
+        self.path = Path(path)
+        self.dim = dim
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._indexes: dict[str, _ScopeIndex] = {}
+        self._snapshots = self.path.with_name(self.path.name + ".vectors")
+        self._closed = False
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit that returned survives power loss, not only a process crash
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._migrate()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise SchemaTooNew(
+                f"{self.path} has schema version {version} but this mnemic knows up to "
+                f"{len(MIGRATIONS)}; upgrade mnemic (pip install -U mnemic) to open it"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            with self._tx():
+                # re-check under the write lock: another process may have migrated meanwhile
+                if self._db.execute("PRAGMA user_version").fetchone()[0] > number:
+                    continue
+                for statement in _split_sql(MIGRATIONS[number]):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number + 1}")
+        with self._tx():
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; BEGIN IMMEDIATE takes the write lock up front (no deadlocks)."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the store {self.path} is closed")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(
+                    f"{self.path} stayed locked by another writer for 30 s: {exc}"
+                ) from exc
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the store {self.path} is closed")
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            for scope, entry in self._indexes.items():
+                if entry.unsaved:
+                    self._save_snapshot(scope, entry)
+            self._db.close()
+            self._closed = True
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ cubes
+
+    def ensure_cube(
+        self, cube_id: str, owner_id: str, *, embedder: str | None, dim: int | None
+    ) -> CubeManifest:
+        with self._tx() as db:
+            row = db.execute("SELECT manifest FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
+            if row is not None:
+                return CubeManifest.model_validate_json(row["manifest"])
+            manifest = CubeManifest(
+                cube_id=cube_id, owner_id=owner_id, embedder=embedder, embedding_dim=dim
+            )
+            db.execute(
+                "INSERT INTO cubes(cube_id, owner_id, manifest) VALUES (?, ?, ?)",
+                (cube_id, owner_id, manifest.model_dump_json()),
+            )
+            return manifest
+
+    def get_cube(self, cube_id: str) -> CubeManifest | None:
+        rows = self._read("SELECT manifest FROM cubes WHERE cube_id = ?", (cube_id,))
+        return CubeManifest.model_validate_json(rows[0]["manifest"]) if rows else None
+
+    def list_cubes(self, owner_id: str) -> list[CubeManifest]:
+        rows = self._read(
+            "SELECT manifest FROM cubes WHERE owner_id = ? ORDER BY cube_id", (owner_id,)
+        )
+        return [CubeManifest.model_validate_json(r["manifest"]) for r in rows]
+
+    # ------------------------------------------------------------------ items
+
+    def _check_vectors(self, vectors: np.ndarray | None, n: int) -> np.ndarray | None:
+        if vectors is None:
+            return None
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != n:
+            raise InvalidInput(f"expected {n} vectors, got an array of shape {vectors.shape}")
+        if self.dim is None:
+            self.dim = int(vectors.shape[1])
+        if vectors.shape[1] != self.dim:
+            raise InvalidInput(
+                f"vectors have {vectors.shape[1]} dimensions but this store holds {self.dim}; "
+                "use the embedder the store was made with, or migrate the cube"
+            )
+        return vectors
+
+    def add_items(
+        self,
+        items: Sequence[MemoryItem],
+        vectors: np.ndarray | None,
+        *,
+        actor: str,
+        reason: str | None = None,
+    ) -> None:
+        if not items:
+            return
+        vectors = self._check_vectors(vectors, len(items))
+        now = ts(utcnow())
+        placeholders = ", ".join("?" for _ in _ITEM_COLUMNS)
+        insert = f"INSERT INTO items({', '.join(_ITEM_COLUMNS)}) VALUES ({placeholders})"
+        with self._tx() as db:
+            for n, item in enumerate(items):
+                row = item_to_row(item)
+                try:
+                    cur = db.execute(insert, [row[c] for c in _ITEM_COLUMNS])
+                except sqlite3.IntegrityError as exc:
+                    raise Conflict(f"an item with id {item.id} already exists") from exc
+                rowid = cur.lastrowid
+                scope = scope_key(item.user_id, item.cube_id)
+                db.execute(
+                    "INSERT INTO items_fts(rowid, scope, key) VALUES (?, ?, ?)",
+                    (rowid, scope, _fts_text(item)),
+                )
+                if vectors is not None:
+                    self._put_vector(db, rowid, scope, vectors[n])
+                self._write_history(
+                    db, item, "add", actor, now, reason, before=None, after=_public(item)
+                )
+
+    def _put_vector(
+        self, db: sqlite3.Connection, rowid: int | None, scope: str, vector: np.ndarray
+    ) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO vectors(item_rowid, scope, vec) VALUES (?, ?, ?)",
+            (rowid, scope, vector.astype(np.float32).tobytes()),
+        )
+        db.execute(
+            "INSERT INTO vector_log(scope, item_rowid, op) VALUES (?, ?, 1)", (scope, rowid)
+        )
+
+    def _write_history(
+        self,
+        db: sqlite3.Connection,
+        item: MemoryItem,
+        action: str,
+        actor: str,
+        at: str | None,
+        reason: str | None,
+        *,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO history(item_id, user_id, cube_id, action, actor, at, reason, before,"
+            " after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.id, item.user_id, item.cube_id, action, actor, at, reason,
+                json.dumps(before) if before is not None else None,
+                json.dumps(after) if after is not None else None,
+            ),
+        )
+
+    def get_items(self, user_id: str, cube_id: str, ids: Sequence[str]) -> list[MemoryItem]:
+        if not ids:
+            return []
+        found: dict[str, MemoryItem] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._read(
+                f"{_SELECT} FROM items i WHERE i.user_id = ? AND i.cube_id = ? "
+                f"AND i.id IN ({marks})",
+                (user_id, cube_id, *chunk),
+            )
+            found.update((r["id"], row_to_item(r)) for r in rows)
+        return [found[i] for i in ids if i in found]
+
+    def list_items(
+        self,
+        user_id: str,
+        cube_id: str,
+        flt: ItemFilter = ItemFilter(),
+        *,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[MemoryItem]:
+        where, params = _where(flt)
+        rows = self._read(
+            f"{_SELECT} FROM items i WHERE i.user_id = ? AND i.cube_id = ?{where} "
+            "ORDER BY i.valid_from IS NULL, i.valid_from, i.rowid LIMIT ? OFFSET ?",
+            (user_id, cube_id, *params, limit, offset),
+        )
+        return [row_to_item(r) for r in rows]
+
+    def count_items(self, user_id: str, cube_id: str, flt: ItemFilter = ItemFilter()) -> int:
+        where, params = _where(flt)
+        rows = self._read(
+            f"SELECT count(*) FROM items i WHERE i.user_id = ? AND i.cube_id = ?{where}",
+            (user_id, cube_id, *params),
+        )
+        return int(rows[0][0])
+
+    def update_item(
+        self,
+        item: MemoryItem,
+        vector: np.ndarray | None,
+        *,
+        actor: str,
+        action: str = "update",
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> MemoryItem:
+        vectors = self._check_vectors(None if vector is None else vector[None, :], 1)
+        with self._tx() as db:
+            row = db.execute(
+                f"{_SELECT} FROM items i WHERE i.id = ? AND i.user_id = ? AND i.cube_id = ?",
+                (item.id, item.user_id, item.cube_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no item {item.id} in cube {item.cube_id} of user {item.user_id}")
+            old = row_to_item(row)
+            if expected_version is not None and old.version != expected_version:
+                raise Conflict(
+                    f"item {item.id} is at version {old.version}, not {expected_version}; "
+                    "re-read it and apply the change again"
+                )
+            new = item.model_copy(update={"updated_at": utcnow()})
+            values = item_to_row(new)
+            assignments = ", ".join(f"{c} = ?" for c in _ITEM_COLUMNS if c != "id")
+            db.execute(
+                f"UPDATE items SET {assignments} WHERE rowid = ?",
+                [values[c] for c in _ITEM_COLUMNS if c != "id"] + [row["rowid_"]],
+            )
+            scope = scope_key(new.user_id, new.cube_id)
+            if _fts_text(new) != _fts_text(old):
+                db.execute("DELETE FROM items_fts WHERE rowid = ?", (row["rowid_"],))
+                db.execute(
+                    "INSERT INTO items_fts(rowid, scope, key) VALUES (?, ?, ?)",
+                    (row["rowid_"], scope, _fts_text(new)),
+                )
+            if vectors is not None:
+                self._put_vector(db, row["rowid_"], scope, vectors[0])
+            self._write_history(
+                db, new, action, actor, ts(new.updated_at), reason,
+                before=_public(old), after=_public(new),
+            )
+            return new
+
+    def purge_item(self, user_id: str, cube_id: str, item_id: str, *, actor: str) -> None:
+        with self._tx() as db:
+            row = db.execute(
+                f"{_SELECT} FROM items i WHERE i.id = ? AND i.user_id = ? AND i.cube_id = ?",
+                (item_id, user_id, cube_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no item {item_id} in cube {cube_id} of user {user_id}")
+            rowid = row["rowid_"]
+            scope = scope_key(user_id, cube_id)
+            db.execute("DELETE FROM items_fts WHERE rowid = ?", (rowid,))
+            if db.execute("DELETE FROM vectors WHERE item_rowid = ?", (rowid,)).rowcount:
+                db.execute(
+                    "INSERT INTO vector_log(scope, item_rowid, op) VALUES (?, ?, 0)",
+                    (scope, rowid),
+                )
+            db.execute("DELETE FROM items WHERE rowid = ?", (rowid,))
+            # the content goes from history too: a purge is the owner's request to forget
+            db.execute(
+                "UPDATE history SET before = NULL, after = NULL "
+                "WHERE user_id = ? AND cube_id = ? AND item_id = ?",
+                (user_id, cube_id, item_id),
+            )
+            self._write_history(
+                db, row_to_item(row), "purge", actor, ts(utcnow()), "purged on request",
+                before=None, after=None,
+            )
+
+    def record_access(self, user_id: str, cube_id: str, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        now = ts(utcnow())
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE items SET access_count = access_count + 1, last_accessed = ? "
+                "WHERE user_id = ? AND cube_id = ? AND id = ?",
+                [(now, user_id, cube_id, i) for i in ids],
+            )
+
+    def history(self, user_id: str, cube_id: str, item_id: str) -> list[HistoryEntry]:
+        rows = self._read(
+            "SELECT * FROM history WHERE user_id = ? AND cube_id = ? AND item_id = ? ORDER BY id",
+            (user_id, cube_id, item_id),
+        )
+        return [
+            HistoryEntry(
+                id=r["id"], item_id=r["item_id"], user_id=r["user_id"], cube_id=r["cube_id"],
+                action=r["action"], actor=r["actor"],
+                at=datetime.strptime(r["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
+                reason=r["reason"],
+                before=json.loads(r["before"]) if r["before"] else None,
+                after=json.loads(r["after"]) if r["after"] else None,
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ search
+
+    def fulltext_search(
+        self, user_id: str, cube_id: str, query: str, k: int, flt: ItemFilter = ItemFilter()
+    ) -> list[Scored]:
+        terms = fts_query(query)
+        if terms is None or k <= 0:
+            return []
+        where, params = _where(flt)
+        match = f'scope : "{scope_key(user_id, cube_id)}" AND key : ({terms})'
+        rows = self._read(
+            "SELECT i.id, bm25(items_fts, 0.0, 1.0) AS rank FROM items_fts "
+            "JOIN items i ON i.rowid = items_fts.rowid "
+            f"WHERE items_fts MATCH ? AND i.user_id = ? AND i.cube_id = ?{where} "
+            "ORDER BY rank LIMIT ?",
+            (match, user_id, cube_id, *params, k),
+        )
+        # FTS5's bm25() is negative (lower is better); flip it so higher is better
+        return [Scored(r["id"], -float(r["rank"])) for r in rows]
+
+    def vector_search(
+        self,
+        user_id: str,
+        cube_id: str,
+        vector: np.ndarray,
+        k: int,
+        flt: ItemFilter = ItemFilter(),
+    ) -> list[Scored]:
+        if k <= 0:
+            return []
+        scope = scope_key(user_id, cube_id)
+        with self._lock:
+            entry = self._sync_index(scope)
+            if entry is None or len(entry.index) == 0:
+                return []
+            size = len(entry.index)
+            where, params = _where(flt)
+            want = min(size, max(4 * k, 64))
+            while True:
+                keys, sims = entry.index.search(np.asarray(vector, dtype=np.float32), want)
+                if len(keys) == 0:
+                    return []
+                sim_of = {int(key): float(s) for key, s in zip(keys, sims, strict=True)}
+                found: list[Scored] = []
+                for start in range(0, len(keys), 500):
+                    chunk = [int(x) for x in keys[start : start + 500]]
+                    marks = ", ".join("?" for _ in chunk)
+                    rows = self._db.execute(
+                        f"SELECT i.rowid AS r, i.id FROM items i WHERE i.rowid IN ({marks}) "
+                        f"AND i.user_id = ? AND i.cube_id = ?{where}",
+                        (*chunk, user_id, cube_id, *params),
+                    ).fetchall()
+                    found.extend(Scored(r["id"], sim_of[r["r"]]) for r in rows)
+                # filters may reject many candidates: widen the net until k pass or all seen
+                if len(found) >= k or want >= size:
+                    found.sort(key=lambda s: s.score, reverse=True)
+                    return found[:k]
+                want = min(size, want * 4)
+
+    # ------------------------------------------------------------------ vector index upkeep
+
+    def _snapshot_paths(self, scope: str) -> tuple[Path, Path]:
+        return self._snapshots / f"{scope}.usearch", self._snapshots / f"{scope}.json"
+
+    def _sync_index(self, scope: str) -> _ScopeIndex | None:
+        """Bring the scope's HNSW index up to date with the vector log (call under the lock)."""
+        head = self._db.execute(
+            "SELECT max(seq) FROM vector_log WHERE scope = ?", (scope,)
+        ).fetchone()[0]
+        entry = self._indexes.get(scope)
+        if entry is None:
+            if head is None:
+                return None
+            entry = self._load_snapshot(scope)
+            self._indexes[scope] = entry
+        if head is None or head <= entry.seq:
+            return entry
+        oldest = self._db.execute(
+            "SELECT min(seq) FROM vector_log WHERE scope = ?", (scope,)
+        ).fetchone()[0]
+        if entry.seq and oldest is not None and oldest > entry.seq + 1:
+            # log entries we never saw were compacted away: rebuild from the table
+            entry = self._rebuild(scope)
+            self._indexes[scope] = entry
+            return entry
+        ops = self._db.execute(
+            "SELECT seq, item_rowid, op FROM vector_log WHERE scope = ? AND seq > ? ORDER BY seq",
+            (scope, entry.seq),
+        ).fetchall()
+        latest: dict[int, int] = {}
+        for op in ops:
+            latest[op["item_rowid"]] = op["op"]
+        removed = [rowid for rowid, op in latest.items() if op == 0]
+        added = [rowid for rowid, op in latest.items() if op == 1]
+        if removed:
+            entry.index.remove(np.asarray(removed, dtype=np.int64))
+        for start in range(0, len(added), 2000):
+            chunk = added[start : start + 2000]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._db.execute(
+                f"SELECT item_rowid, vec FROM vectors WHERE item_rowid IN ({marks})", chunk
+            ).fetchall()
+            if rows:
+                keys = np.asarray([r["item_rowid"] for r in rows], dtype=np.int64)
+                vecs = np.stack([np.frombuffer(r["vec"], dtype=np.float32) for r in rows])
+                entry.index.add(keys, vecs)
+        entry.seq = int(ops[-1]["seq"]) if ops else entry.seq
+        entry.unsaved += len(ops)
+        if entry.unsaved >= SNAPSHOT_EVERY:
+            self._save_snapshot(scope, entry)
+        return entry
+
+    def _rebuild(self, scope: str) -> _ScopeIndex:
+        seq = self._db.execute(
+            "SELECT coalesce(max(seq), 0) FROM vector_log WHERE scope = ?", (scope,)
+        ).fetchone()[0]
+        index = VectorIndex(self._require_dim())
+        cursor = self._db.execute(
+            "SELECT item_rowid, vec FROM vectors WHERE scope = ? ORDER BY item_rowid", (scope,)
+        )
+        while rows := cursor.fetchmany(5000):
+            keys = np.asarray([r["item_rowid"] for r in rows], dtype=np.int64)
+            vecs = np.stack([np.frombuffer(r["vec"], dtype=np.float32) for r in rows])
+            index.add(keys, vecs)
+        return _ScopeIndex(index=index, seq=int(seq), unsaved=1)
+
+    def _require_dim(self) -> int:
+        if self.dim is None:
+            row = self._db.execute("SELECT vec FROM vectors LIMIT 1").fetchone()
+            if row is None:
+                raise StoreError("the store holds no vectors yet, so their dimension is unknown")
+            self.dim = len(row["vec"]) // 4
+        return self.dim
+
+    def _load_snapshot(self, scope: str) -> _ScopeIndex:
+        index_path, meta_path = self._snapshot_paths(scope)
+        if index_path.exists() and meta_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text())
+                index = VectorIndex.load(index_path, self._require_dim())
+                return _ScopeIndex(index=index, seq=int(meta["seq"]))
+            except Exception:  # a bad snapshot is only a cache: rebuild it from the rows
+                pass
+        return self._rebuild(scope)
+
+    def _save_snapshot(self, scope: str, entry: _ScopeIndex) -> None:
+        """Write the index, then its watermark. Replaying the log over a newer index is
+        harmless (adds are upserts, removes of absent keys do nothing), so the order is safe."""
+        index_path, meta_path = self._snapshot_paths(scope)
+        try:
+            self._snapshots.mkdir(parents=True, exist_ok=True)
+            entry.index.save(index_path)
+            tmp = meta_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps({"seq": entry.seq}))
+            tmp.replace(meta_path)
+            entry.unsaved = 0
+        except OSError:
+            pass  # the snapshot is a cache; the next open rebuilds what it lacks
+
+    def flush(self) -> None:
+        """Save every index snapshot that is behind; cheap to call, done on close."""
+        with self._lock:
+            for scope, entry in self._indexes.items():
+                if entry.unsaved:
+                    self._save_snapshot(scope, entry)
+
+
+def _public(item: MemoryItem) -> dict[str, Any]:
+    return item.model_dump(mode="json")
+
+
+def _fts_text(item: MemoryItem) -> str:
+    return item.index_text or item.text
+
+
+def _where(flt: ItemFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flt.statuses:
+        clauses.append(f"i.status IN ({', '.join('?' for _ in flt.statuses)})")
+        params.extend(MemoryStatus(s).value for s in flt.statuses)
+    if flt.kinds:
+        clauses.append(f"i.kind IN ({', '.join('?' for _ in flt.kinds)})")
+        params.extend(str(k) for k in flt.kinds)
+    if flt.session_id is not None:
+        clauses.append("i.session_id = ?")
+        params.append(flt.session_id)
+    if flt.agent_id is not None:
+        clauses.append("i.agent_id = ?")
+        params.append(flt.agent_id)
+    if flt.speaker is not None:
+        clauses.append("i.speaker = ?")
+        params.append(flt.speaker)
+    for tag in flt.tags:
+        clauses.append("EXISTS (SELECT 1 FROM json_each(i.tags) WHERE json_each.value = ?)")
+        params.append(tag)
+    if flt.valid_after is not None:
+        clauses.append("i.valid_from >= ?")
+        params.append(ts(flt.valid_after))
+    if flt.valid_before is not None:
+        clauses.append("i.valid_from < ?")
+        params.append(ts(flt.valid_before))
+    if flt.as_of is not None:
+        at = ts(flt.as_of)
+        clauses.append("(i.valid_from IS NULL OR i.valid_from <= ?)")
+        clauses.append("(i.valid_to IS NULL OR i.valid_to > ?)")
+        params.extend([at, at])
+    if flt.known_at is not None:
+        clauses.append("i.recorded_at <= ?")
+        params.append(ts(flt.known_at))
+    return ("".join(f" AND {c}" for c in clauses), params)
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

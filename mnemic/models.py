@@ -1,0 +1,154 @@
+"""The data model: memory items, their history rows, search hits and the MemCube manifest."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class MemoryKind(enum.StrEnum):
+    FACT = "fact"
+    EVENT = "event"
+    PREFERENCE = "preference"
+    PROCEDURE = "procedure"
+    SUMMARY = "summary"
+    RAW_TURN = "raw_turn"
+    DOCUMENT = "document"
+
+
+class MemoryLayer(enum.StrEnum):
+    WORKING = "working"
+    LONG_TERM = "long_term"
+    USER_PROFILE = "user_profile"
+
+
+class MemoryStatus(enum.StrEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+    SUPERSEDED = "superseded"
+    DELETED = "deleted"
+
+
+class Source(BaseModel):
+    """Provenance: where an item's content came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = "message"  # message | document | text | derived
+    message_ids: list[str] = Field(default_factory=list)  # e.g. LoCoMo turn ids "D3:7"
+    document: str | None = None
+    offsets: tuple[int, int] | None = None
+    item_ids: list[str] = Field(default_factory=list)  # items a derived item was made from
+
+
+class MemoryItem(BaseModel):
+    """One memory: a fact, an event, a preference, a raw turn... with its full metadata."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    id: str = Field(default_factory=new_id)
+    user_id: str
+    cube_id: str
+    session_id: str | None = None
+    agent_id: str | None = None
+
+    text: str
+    # the key indexed for search instead of ``text`` when set: text enriched with speaker,
+    # dates, the turn it answers... Richer keys find more; ``text`` stays what the memory says
+    index_text: str | None = None
+    kind: MemoryKind = MemoryKind.FACT
+    layer: MemoryLayer = MemoryLayer.LONG_TERM
+    status: MemoryStatus = MemoryStatus.ACTIVE
+
+    version: int = 1
+    supersedes: str | None = None  # id of the item this one replaces
+
+    # bi-temporal: valid_* is when it was true in the world, created/recorded when we learned it
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    recorded_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+
+    speaker: str | None = None
+    source: Source = Field(default_factory=Source)
+    entities: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+    access_count: int = Field(default=0, ge=0)
+    last_accessed: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator(
+        "valid_from", "valid_to", "created_at", "recorded_at", "updated_at", "expires_at",
+        "last_accessed",
+    )
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return as_utc(value)
+
+
+class HistoryEntry(BaseModel):
+    """One change to one item: who did what, when, and the item before and after."""
+
+    id: int
+    item_id: str
+    user_id: str
+    cube_id: str
+    action: str  # add | update | delete | restore | purge | access
+    actor: str
+    at: datetime
+    reason: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+class SearchHit(BaseModel):
+    """An item returned by search, with its fused score and the score of each stage."""
+
+    item: MemoryItem
+    score: float
+    stages: dict[str, float] = Field(default_factory=dict)  # stage name -> score (or rank)
+    why: str = ""
+
+
+class CubeManifest(BaseModel):
+    """What a MemCube is: id, owner, schema and embedder, and hashes of its content."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cube_id: str
+    owner_id: str
+    name: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    embedder: str | None = None
+    embedding_dim: int | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    hashes: dict[str, str] = Field(default_factory=dict)  # content part -> sha256

@@ -1,0 +1,61 @@
+"""The reader used when no LLM is configured: every message becomes a raw-turn item.
+
+Each item keeps its speaker, its time (the message's, else the session's) and provenance (the
+message id), and is indexed with a few preceding turns of the same batch as context, because
+an answer often only makes sense next to the question it answers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mnemic.models import MemoryItem, MemoryKind, Source
+from mnemic.operation.reader.messages import Message
+
+
+class DeterministicReader:
+    def __init__(self, context_turns: int = 1) -> None:
+        self.context_turns = context_turns
+
+    def read(
+        self,
+        messages: list[Message],
+        *,
+        user_id: str,
+        cube_id: str,
+        session_id: str | None,
+        agent_id: str | None,
+        timestamp: datetime | None,
+        source_kind: str = "message",
+    ) -> list[MemoryItem]:
+        items: list[MemoryItem] = []
+        for n, message in enumerate(messages):
+            context = messages[max(0, n - self.context_turns) : n]
+            items.append(
+                MemoryItem(
+                    user_id=user_id,
+                    cube_id=cube_id,
+                    session_id=session_id,
+                    agent_id=agent_id,
+                    text=message.text,
+                    index_text=index_text(message, context),
+                    kind=MemoryKind.RAW_TURN if message.speaker else MemoryKind.FACT,
+                    speaker=message.speaker,
+                    valid_from=message.timestamp or timestamp,
+                    source=Source(
+                        kind=source_kind,
+                        message_ids=[message.message_id] if message.message_id else [],
+                    ),
+                    metadata=dict(message.metadata or {}),
+                )
+            )
+        return items
+
+
+def index_text(message: Message, context: list[Message]) -> str:
+    """The searchable key of a turn: who said it, and the turns it follows."""
+    return "\n".join(_line(m) for m in [*context, message])
+
+
+def _line(message: Message) -> str:
+    return f"{message.speaker}: {message.text}" if message.speaker else message.text

@@ -1,0 +1,81 @@
+"""The LoCoMo benchmark on a small conversation of our own making, in LoCoMo's format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mnemic.bench.locomo import BM25, load_conversations, run
+from mnemic.interface.cli import app
+
+
+def write_conversation(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    conv = {
+        "speaker_a": "Ana",
+        "speaker_b": "Ben",
+        "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": [
+            {"speaker": "Ana", "dia_id": "D1:1", "text": "I adopted a dog named Rex yesterday."},
+            {"speaker": "Ben", "dia_id": "D1:2", "text": "Congrats! I started a pottery class."},
+            {"speaker": "Ana", "dia_id": "D1:3", "text": "Nice, what do you make?",
+             "blip_caption": "a photo of a clay bowl"},
+        ],
+        "session_2_date_time": "10:00 am on 20 June, 2023",
+        "session_2": [
+            {"speaker": "Ben", "dia_id": "D2:1", "text": "I sold my first bowl at the market."},
+            {"speaker": "Ana", "dia_id": "D2:2", "text": "Rex learned to fetch this week."},
+        ],
+        "qa": [
+            {"question": "What is the name of Ana's dog?", "answer": "Rex",
+             "evidence": ["D1:1"], "category": 4},
+            {"question": "What did Ben sell at the market?", "answer": "a bowl",
+             "evidence": ["D2:1"], "category": 4},
+            {"question": "What does Ana's dog do?", "answer": "fetch",
+             "evidence": ["D1:1; D2:2"], "category": 1},
+            {"question": "Adversarial, left out", "evidence": ["D1:1"], "category": 5},
+        ],
+    }
+    path = folder / "conv.json"
+    path.write_text(json.dumps(conv))
+    return folder
+
+
+def test_loader_parses_dates_captions_and_evidence(tmp_path: Path) -> None:
+    (conv,) = load_conversations(write_conversation(tmp_path / "c"))
+    assert [s for s, _, _ in conv.sessions] == ["session_1", "session_2"]
+    assert conv.sessions[0][1].isoformat() == "2023-05-08T13:56:00"
+    assert "[shares a photo of a clay bowl]" in conv.sessions[0][2][2]["text"]
+    assert [q.category for q in conv.questions] == [4, 4, 1]
+    assert conv.questions[2].evidence == {"D1:1", "D2:2"}
+
+
+def test_bm25_baseline_ranks_matching_documents_first() -> None:
+    index = BM25(["the cat sat", "dogs bark loudly", "a cat and a dog"])
+    assert index.rank("cat", 5) == [0, 2]
+    assert index.rank("unrelated words", 5) == []
+
+
+def test_run_reports_every_figure_for_both_runs(tmp_path: Path, embedder) -> None:
+    report = run(write_conversation(tmp_path / "c"), embedder=embedder)
+    for part in (report, report["baseline_bm25"]):
+        for key in ("recall_all@10", "recall_any@10", "recall_all@1000tok", "context_tokens@10",
+                    "search_p50_ms", "search_p95_ms"):
+            assert key in part["overall"], key
+        assert set(part["categories"]) == {"multi-hop", "single-hop"}
+    assert report["overall"]["ingest_items_per_s"] > 0
+    # five turns fit in ten items: everything is recalled at k = 10
+    assert report["overall"]["recall_all@10"] == 1.0
+    assert report["overall"]["questions"] == 3
+
+
+def test_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        app, ["bench", "locomo", str(write_conversation(tmp_path / "c")), "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "bm25 raw turns" in result.output
+    assert json.loads(out.read_text())["config"]["tokenizer"] == "cl100k_base"

@@ -1,0 +1,255 @@
+"""The Store contract, run against every backend in STORE_BACKENDS."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew
+from mnemic.infra.store.base import ItemFilter
+from mnemic.models import MemoryItem, MemoryKind, MemoryStatus, Source
+
+DIM = 8
+
+
+def vec(*hot: int) -> np.ndarray:
+    v = np.full(DIM, 0.01, dtype=np.float32)
+    for h in hot:
+        v[h] = 1.0
+    return v / np.linalg.norm(v)
+
+
+def item(user: str = "ana", cube: str = "ana/default", text: str = "hello", **kw) -> MemoryItem:
+    return MemoryItem(user_id=user, cube_id=cube, text=text, **kw)
+
+
+def add(store, items: list[MemoryItem], vectors: list[np.ndarray] | None = None) -> None:
+    arr = np.stack(vectors) if vectors else np.stack([vec(i % DIM) for i in range(len(items))])
+    store.add_items(items, arr, actor="test")
+
+
+def test_add_get_roundtrip_keeps_every_field(store) -> None:
+    when = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+    original = item(
+        text="Caroline went to a support group", kind=MemoryKind.EVENT, session_id="s1",
+        agent_id="bot", speaker="Caroline", valid_from=when, entities=["Caroline"],
+        tags=["lgbtq"], confidence=0.9, importance=0.7, metadata={"k": [1, 2]},
+        source=Source(message_ids=["D1:3"]), index_text="Caroline: went to a support group",
+    )
+    add(store, [original])
+    (back,) = store.get_items("ana", "ana/default", [original.id])
+    assert back == original
+
+
+def test_get_items_keeps_order_and_drops_unknown(store) -> None:
+    a, b = item(text="a"), item(text="b")
+    add(store, [a, b])
+    got = store.get_items("ana", "ana/default", [b.id, "nope", a.id])
+    assert [i.id for i in got] == [b.id, a.id]
+
+
+def test_duplicate_id_is_a_conflict_and_writes_nothing(store) -> None:
+    a = item(text="first")
+    add(store, [a])
+    with pytest.raises(Conflict):
+        add(store, [item(text="new"), a.model_copy()])
+    assert store.count_items("ana", "ana/default") == 1
+
+
+def test_wrong_vector_shape_is_rejected(store) -> None:
+    with pytest.raises(InvalidInput):
+        store.add_items([item()], np.zeros((1, DIM + 1), dtype=np.float32), actor="t")
+    with pytest.raises(InvalidInput):
+        store.add_items([item(), item()], np.zeros((1, DIM), dtype=np.float32), actor="t")
+
+
+def test_scoping_user_never_sees_another_users_items(store) -> None:
+    mine = item(user="ana", cube="shared-name", text="ana likes tea")
+    theirs = item(user="bob", cube="shared-name", text="bob likes tea")
+    add(store, [mine, theirs], [vec(1), vec(1)])
+    assert [i.id for i in store.list_items("ana", "shared-name")] == [mine.id]
+    assert store.get_items("ana", "shared-name", [theirs.id]) == []
+    assert [s.item_id for s in store.fulltext_search("ana", "shared-name", "tea", 10)] == [
+        mine.id
+    ]
+    assert [s.item_id for s in store.vector_search("ana", "shared-name", vec(1), 10)] == [
+        mine.id
+    ]
+    assert store.history("ana", "shared-name", theirs.id) == []
+    with pytest.raises(NotFound):
+        store.purge_item("ana", "shared-name", theirs.id, actor="ana")
+    with pytest.raises(NotFound):
+        store.update_item(theirs.model_copy(update={"user_id": "ana"}), None, actor="ana")
+    assert store.count_items("bob", "shared-name") == 1
+
+
+def test_update_writes_history_with_before_and_after(store) -> None:
+    a = item(text="lives in Porto")
+    add(store, [a])
+    new = a.model_copy(update={"text": "lives in Lisbon", "version": 2})
+    store.update_item(new, vec(3), actor="ana", reason="moved", expected_version=1)
+    (got,) = store.get_items("ana", "ana/default", [a.id])
+    assert got.text == "lives in Lisbon" and got.version == 2
+    hist = store.history("ana", "ana/default", a.id)
+    assert [h.action for h in hist] == ["add", "update"]
+    assert hist[1].before["text"] == "lives in Porto"
+    assert hist[1].after["text"] == "lives in Lisbon"
+    assert hist[1].reason == "moved" and hist[1].actor == "ana"
+    # full-text follows the new text, not the old
+    assert [s.item_id for s in store.fulltext_search("ana", "ana/default", "Lisbon", 5)] == [a.id]
+    assert store.fulltext_search("ana", "ana/default", "Porto", 5) == []
+
+
+def test_stale_update_is_a_conflict(store) -> None:
+    a = item()
+    add(store, [a])
+    store.update_item(a.model_copy(update={"version": 2}), None, actor="t", expected_version=1)
+    with pytest.raises(Conflict):
+        store.update_item(a.model_copy(update={"version": 2}), None, actor="t",
+                          expected_version=1)
+
+
+def test_status_filter_hides_deleted_from_search(store) -> None:
+    a, b = item(text="green apple"), item(text="green pear")
+    add(store, [a, b], [vec(2), vec(2, 3)])
+    store.update_item(a.model_copy(update={"status": MemoryStatus.DELETED, "version": 2}),
+                      None, actor="t", action="delete")
+    assert [s.item_id for s in store.fulltext_search("ana", "ana/default", "green", 5)] == [b.id]
+    assert [s.item_id for s in store.vector_search("ana", "ana/default", vec(2), 5)] == [b.id]
+    every = store.list_items("ana", "ana/default", ItemFilter.any_status())
+    assert {i.id for i in every} == {a.id, b.id}
+
+
+def test_purge_erases_content_everywhere(store) -> None:
+    a = item(text="secret plan")
+    add(store, [a], [vec(4)])
+    store.purge_item("ana", "ana/default", a.id, actor="ana")
+    assert store.get_items("ana", "ana/default", [a.id]) == []
+    assert store.fulltext_search("ana", "ana/default", "secret", 5) == []
+    assert store.vector_search("ana", "ana/default", vec(4), 5) == []
+    hist = store.history("ana", "ana/default", a.id)
+    assert hist[-1].action == "purge"
+    assert all(h.before is None and h.after is None for h in hist)
+
+
+def test_fulltext_query_syntax_is_plain_text(store) -> None:
+    a = item(text='she said "NEAR(x y)" AND OR NOT * ^ : - ( )')
+    add(store, [a])
+    for query in ['"', "NEAR(x y)", "AND OR NOT", "*", "key:foo", "'); DROP TABLE items; --", ""]:
+        store.fulltext_search("ana", "ana/default", query, 5)  # no error
+    assert store.fulltext_search("ana", "ana/default", "near", 5)[0].item_id == a.id
+    assert store.count_items("ana", "ana/default") == 1
+
+
+def test_fulltext_ranks_by_bm25(store) -> None:
+    docs = [item(text=t) for t in ("tea tea tea and biscuits", "coffee and tea", "just coffee")]
+    add(store, docs)
+    ranked = [s.item_id for s in store.fulltext_search("ana", "ana/default", "tea", 5)]
+    assert ranked == [docs[0].id, docs[1].id]
+
+
+def test_vector_search_orders_by_cosine_and_respects_k(store) -> None:
+    items = [item(text=f"t{i}") for i in range(6)]
+    add(store, items, [vec(i) for i in range(6)])
+    got = store.vector_search("ana", "ana/default", vec(2), 3)
+    assert got[0].item_id == items[2].id
+    assert len(got) == 3
+    assert got[0].score > got[1].score
+
+
+def test_time_filters_and_as_of(store) -> None:
+    t0 = datetime(2023, 1, 1, tzinfo=UTC)
+    old = item(text="job at A", valid_from=t0, valid_to=t0 + timedelta(days=100),
+               status=MemoryStatus.SUPERSEDED)
+    new = item(text="job at B", valid_from=t0 + timedelta(days=100))
+    add(store, [old, new])
+    statuses = (MemoryStatus.ACTIVE, MemoryStatus.SUPERSEDED)
+    then = store.list_items("ana", "ana/default", ItemFilter(statuses=statuses,
+                                                             as_of=t0 + timedelta(days=10)))
+    assert [i.id for i in then] == [old.id]
+    now = store.list_items("ana", "ana/default", ItemFilter(statuses=statuses,
+                                                            as_of=t0 + timedelta(days=200)))
+    assert [i.id for i in now] == [new.id]
+    later = store.list_items("ana", "ana/default",
+                             ItemFilter(statuses=statuses, valid_after=t0 + timedelta(days=50)))
+    assert [i.id for i in later] == [new.id]
+    # system time: nothing had been recorded before the items were added
+    known = store.list_items("ana", "ana/default",
+                             ItemFilter(statuses=statuses, known_at=t0))
+    assert known == []
+
+
+def test_cubes_are_owned(store) -> None:
+    m = store.ensure_cube("c1", "ana", embedder="e", dim=DIM)
+    assert m.owner_id == "ana"
+    again = store.ensure_cube("c1", "bob", embedder="e", dim=DIM)
+    assert again.owner_id == "ana"  # ensure never steals a cube
+    assert [c.cube_id for c in store.list_cubes("ana")] == ["c1"]
+    assert store.list_cubes("bob") == []
+
+
+def test_record_access_counts(store) -> None:
+    a = item()
+    add(store, [a])
+    store.record_access("ana", "ana/default", [a.id, a.id])
+    (got,) = store.get_items("ana", "ana/default", [a.id])
+    assert got.access_count == 2 and got.last_accessed is not None
+
+
+# ---- SQLite specifics: durability of the derived vector index
+
+
+def test_vector_index_survives_reopen_and_lost_snapshot(tmp_path: Path) -> None:
+    from mnemic.infra.store.sqlite import SQLiteStore
+
+    path = tmp_path / "s.db"
+    with SQLiteStore(path, dim=DIM) as s:
+        items = [item(text=f"t{i}") for i in range(5)]
+        add(s, items, [vec(i) for i in range(5)])
+        assert s.vector_search("ana", "ana/default", vec(1), 1)[0].item_id == items[1].id
+    # snapshot written on close; reopen uses it and sees later writes from the log
+    with SQLiteStore(path, dim=DIM) as s:
+        extra = item(text="later")
+        add(s, [extra], [vec(7)])
+        assert s.vector_search("ana", "ana/default", vec(7), 1)[0].item_id == extra.id
+    # a lost or corrupt snapshot is rebuilt from the rows
+    for f in (tmp_path / "s.db.vectors").iterdir():
+        f.write_bytes(b"garbage")
+    with SQLiteStore(path) as s:
+        assert s.vector_search("ana", "ana/default", vec(7), 1)[0].item_id == extra.id
+        assert len(s.vector_search("ana", "ana/default", vec(0), 100)) == 6
+
+
+def test_second_connection_sees_writes_of_the_first(tmp_path: Path) -> None:
+    from mnemic.infra.store.sqlite import SQLiteStore
+
+    path = tmp_path / "s.db"
+    a, b = SQLiteStore(path, dim=DIM), SQLiteStore(path, dim=DIM)
+    try:
+        first = item(text="one")
+        add(a, [first], [vec(1)])
+        assert b.vector_search("ana", "ana/default", vec(1), 1)[0].item_id == first.id
+        second = item(text="two")
+        add(a, [second], [vec(2)])
+        a.purge_item("ana", "ana/default", first.id, actor="t")
+        got = [s.item_id for s in b.vector_search("ana", "ana/default", vec(1), 5)]
+        assert got == [second.id]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mnemic.infra.store.sqlite import MIGRATIONS, SQLiteStore
+
+    path = tmp_path / "s.db"
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(SchemaTooNew, match="upgrade mnemic"):
+        SQLiteStore(path)

@@ -1,0 +1,56 @@
+"""The ``mnemic`` command end to end, as a user runs it (a real subprocess, a real store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def mnemic(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MNEMIC_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "mnemic.interface.cli", *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=120,
+    )
+
+
+def test_add_search_show_update_history_delete(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    out = mnemic(home, "add", "My favourite food is ramen.", "--user", "ana", "--json")
+    assert out.returncode == 0, out.stderr
+    item_id = json.loads(out.stdout)[0]["id"]
+    assert mnemic(home, "add", "-", "--user", "ana", stdin="I run every Sunday.").returncode == 0
+
+    out = mnemic(home, "search", "what does ana like to eat", "--user", "ana", "--json")
+    assert out.returncode == 0, out.stderr
+    hits = json.loads(out.stdout)
+    assert hits[0]["item"]["id"] == item_id and hits[0]["why"]
+
+    shown = json.loads(mnemic(home, "show", item_id, "--user", "ana").stdout)
+    assert shown["text"] == "My favourite food is ramen."
+
+    assert mnemic(home, "update", item_id, "My favourite food is pho.", "--user", "ana",
+                  "--reason", "changed mind").returncode == 0
+    hist = json.loads(mnemic(home, "history", item_id, "--user", "ana", "--json").stdout)
+    assert [h["action"] for h in hist] == ["add", "update"]
+
+    table = mnemic(home, "list", "--user", "ana")
+    assert "pho" in table.stdout and "Sunday" in table.stdout
+
+    assert mnemic(home, "delete", item_id, "--user", "ana").returncode == 0
+    listed = json.loads(mnemic(home, "list", "--user", "ana", "--json").stdout)
+    assert [i["text"] for i in listed] == ["I run every Sunday."]
+
+
+def test_errors_are_clear_and_exit_nonzero(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    out = mnemic(home, "show", "nope", "--user", "ana")
+    assert out.returncode == 2 and "error" in out.stderr and "Traceback" not in out.stderr
+    mnemic(home, "add", "hello", "--user", "ana")
+    out = mnemic(home, "show", "nope", "--user", "ana")
+    assert out.returncode == 2 and "no memory 'nope'" in out.stderr
+    out = mnemic(home, "search", "x", "--user", "ana", "--top-k", "0")
+    assert out.returncode == 2 and "top_k" in out.stderr
