@@ -62,6 +62,8 @@ class RetrievalConfig(BaseModel):
     candidates: int = Field(default=50, ge=1, le=10_000)  # per recall stage
     dense_weight: float = Field(default=1.0, ge=0)
     fulltext_weight: float = Field(default=1.0, ge=0)
+    # BM25 weight of an item's index keys (context turns, ...) relative to its own words
+    keys_weight: float = Field(default=0.5, ge=0)
 
 
 class ReaderConfig(BaseModel):

@@ -31,7 +31,7 @@ from mnemic.models import (
     SearchHit,
     utcnow,
 )
-from mnemic.operation.reader.deterministic import DeterministicReader
+from mnemic.operation.reader.deterministic import DeterministicReader, embed_text
 from mnemic.operation.reader.messages import (
     MessagesInput,
     check_text,
@@ -201,7 +201,7 @@ class Memory:
             parsed, user_id=user_id, cube_id=cube, session_id=session_id,
             agent_id=agent_id, timestamp=when,
         )
-        vectors = self.embedder.embed([item.index_text or item.text for item in items])
+        vectors = self.embedder.embed([embed_text(item) for item in items])
         self.store.add_items(items, vectors, actor=user_id, reason="add")
         return items
 
@@ -233,7 +233,7 @@ class Memory:
             )
         except ValidationError as exc:
             raise InvalidInput(f"invalid update of item {item_id}: {exc}") from exc
-        vector = self.embedder.embed([new.text])[0] if "text" in changes else None
+        vector = self.embedder.embed([embed_text(new)])[0] if "text" in changes else None
         return self.store.update_item(
             new, vector, actor=user_id, reason=reason, expected_version=old.version
         )

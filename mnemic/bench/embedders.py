@@ -144,16 +144,31 @@ def format_table(results: list[Result]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--locomo", type=Path, default=DEFAULT_LOCOMO,
-                        help="folder of LoCoMo conversation JSON files")
+    parser.add_argument(
+        "--locomo",
+        type=Path,
+        default=DEFAULT_LOCOMO,
+        help="folder of LoCoMo conversation JSON files",
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N conversations")
-    parser.add_argument("--fp32-dir", type=Path, default=Path("/tmp/minilm-fp32"),
-                        help="folder with the fp32 model.onnx (skipped if absent)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="intra-op threads for every embedder (0: the runtime's default)")
+    parser.add_argument(
+        "--fp32-dir",
+        type=Path,
+        default=Path("/tmp/minilm-fp32"),
+        help="folder with the fp32 model.onnx (skipped if absent)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="intra-op threads for every embedder (0: the runtime's default)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--only", default="torch,onnx-fp32,onnx-int8",
-                        help="comma-separated subset of torch, onnx-fp32, onnx-int8")
+    parser.add_argument(
+        "--only",
+        default="torch,onnx-fp32,onnx-int8",
+        help="comma-separated subset of torch, onnx-fp32, onnx-int8",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -163,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     convs = load_locomo(args.locomo, args.limit)
     n_turns = sum(len(c.turn_texts) for c in convs)
     n_questions = sum(len(c.questions) for c in convs)
-    print(f"LoCoMo: {len(convs)} conversations, {n_turns} turns, {n_questions} questions "
-          f"(categories 1-4); threads={args.threads or 'default'}", flush=True)
+    print(
+        f"LoCoMo: {len(convs)} conversations, {n_turns} turns, {n_questions} questions "
+        f"(categories 1-4); threads={args.threads or 'default'}",
+        flush=True,
+    )
 
     def config(**kw: object) -> EmbedderConfig:
         return EmbedderConfig(batch_size=args.batch_size, threads=args.threads, **kw)
@@ -177,15 +195,24 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("torch: skipped (sentence-transformers is not installed)")
         else:
-            plan.append(("torch-fp32", lambda: get_embedder(
-                config(backend="sentence-transformers"))))
+            plan.append(
+                ("torch-fp32", lambda: get_embedder(config(backend="sentence-transformers")))
+            )
     if "onnx-fp32" in wanted:
         if (args.fp32_dir / "model.onnx").is_file():
-            plan.append(("onnx-fp32", lambda: get_embedder(
-                config(backend="onnx", model=str(args.fp32_dir), quantized=False))))
+            plan.append(
+                (
+                    "onnx-fp32",
+                    lambda: get_embedder(
+                        config(backend="onnx", model=str(args.fp32_dir), quantized=False)
+                    ),
+                )
+            )
         else:
-            print(f"onnx-fp32: skipped (no {args.fp32_dir / 'model.onnx'}; make it with "
-                  f"scripts/export_minilm_onnx.py --fp32-dir {args.fp32_dir})")
+            print(
+                f"onnx-fp32: skipped (no {args.fp32_dir / 'model.onnx'}; make it with "
+                f"scripts/export_minilm_onnx.py --fp32-dir {args.fp32_dir})"
+            )
     if "onnx-int8" in wanted:
         plan.append(("onnx-int8", lambda: get_embedder(config(backend="onnx"))))
 

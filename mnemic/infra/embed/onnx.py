@@ -31,6 +31,7 @@ MAX_TOKENS = 256
 INT8_FILE = "model-int8.onnx"
 FP32_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+TOKENS_PER_BATCH = 512
 
 
 class OnnxEmbedder:
@@ -138,9 +139,15 @@ class OnnxEmbedder:
         # sorting by length makes each batch pad to nearly its own length
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
         out = np.empty((len(ids), self._dim), dtype=np.float32)
-        for start in range(0, len(order), self._batch_size):
-            chunk = order[start : start + self._batch_size]
+        start = 0
+        while start < len(order):
+            # a batch also stops at TOKENS_PER_BATCH padded tokens: on CPU, larger ones spill
+            # the caches and run slower per text
+            longest = len(ids[order[start]])
+            size = min(self._batch_size, max(1, TOKENS_PER_BATCH // longest))
+            chunk = order[start : start + size]
             out[chunk] = self._run([ids[i] for i in chunk])
+            start += size
         return out
 
     def _run(self, ids: list[list[int]]) -> np.ndarray:

@@ -52,9 +52,9 @@ class SentenceTransformerEmbedder:
                 f"sentence-transformers cannot load {source!r}: {exc}. Give a local model "
                 f"folder, or a hub name that is already in the local cache"
             ) from exc
-        get_dim = getattr(self._model, "get_sentence_embedding_dimension", None) or getattr(
-            self._model, "get_embedding_dimension"
-        )
+        get_dim = getattr(self._model, "get_embedding_dimension", None)
+        if get_dim is None:  # sentence-transformers < 6
+            get_dim = self._model.get_sentence_embedding_dimension
         self._dim = int(get_dim())
         self._id = f"sentence-transformers:{_short_name(model)}"
         self._batch_size = batch_size

@@ -108,8 +108,17 @@ class Store(Protocol):
 
     # search
     def fulltext_search(
-        self, user_id: str, cube_id: str, query: str, k: int, flt: ItemFilter = ItemFilter()
-    ) -> list[Scored]: ...
+        self,
+        user_id: str,
+        cube_id: str,
+        query: str,
+        k: int,
+        flt: ItemFilter = ItemFilter(),
+        *,
+        keys_weight: float = 0.5,
+    ) -> list[Scored]:
+        """BM25 over each item's own words plus its index keys, the keys weighted less."""
+        ...
 
     def vector_search(
         self, user_id: str, cube_id: str, vector: np.ndarray, k: int,

@@ -78,7 +78,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX items_scope ON items(user_id, cube_id, status, valid_from);
     CREATE INDEX items_session ON items(user_id, cube_id, session_id);
     CREATE VIRTUAL TABLE items_fts USING fts5(
-        scope, key, tokenize = 'porter unicode61 remove_diacritics 2'
+        scope, body, keys, tokenize = 'porter unicode61 remove_diacritics 2'
     );
     CREATE TABLE vectors (
         item_rowid INTEGER PRIMARY KEY,
@@ -354,8 +354,8 @@ class SQLiteStore:
                 rowid = cur.lastrowid
                 scope = scope_key(item.user_id, item.cube_id)
                 db.execute(
-                    "INSERT INTO items_fts(rowid, scope, key) VALUES (?, ?, ?)",
-                    (rowid, scope, _fts_text(item)),
+                    "INSERT INTO items_fts(rowid, scope, body, keys) VALUES (?, ?, ?, ?)",
+                    (rowid, scope, *_fts_columns(item)),
                 )
                 if vectors is not None:
                     self._put_vector(db, rowid, scope, vectors[n])
@@ -469,11 +469,11 @@ class SQLiteStore:
                 [values[c] for c in _ITEM_COLUMNS if c != "id"] + [row["rowid_"]],
             )
             scope = scope_key(new.user_id, new.cube_id)
-            if _fts_text(new) != _fts_text(old):
+            if _fts_columns(new) != _fts_columns(old):
                 db.execute("DELETE FROM items_fts WHERE rowid = ?", (row["rowid_"],))
                 db.execute(
-                    "INSERT INTO items_fts(rowid, scope, key) VALUES (?, ?, ?)",
-                    (row["rowid_"], scope, _fts_text(new)),
+                    "INSERT INTO items_fts(rowid, scope, body, keys) VALUES (?, ?, ?, ?)",
+                    (row["rowid_"], scope, *_fts_columns(new)),
                 )
             if vectors is not None:
                 self._put_vector(db, row["rowid_"], scope, vectors[0])
@@ -542,19 +542,26 @@ class SQLiteStore:
     # ------------------------------------------------------------------ search
 
     def fulltext_search(
-        self, user_id: str, cube_id: str, query: str, k: int, flt: ItemFilter = ItemFilter()
+        self,
+        user_id: str,
+        cube_id: str,
+        query: str,
+        k: int,
+        flt: ItemFilter = ItemFilter(),
+        *,
+        keys_weight: float = 0.5,
     ) -> list[Scored]:
         terms = fts_query(query)
         if terms is None or k <= 0:
             return []
         where, params = _where(flt)
-        match = f'scope : "{scope_key(user_id, cube_id)}" AND key : ({terms})'
+        match = f'scope : "{scope_key(user_id, cube_id)}" AND {{body keys}} : ({terms})'
         rows = self._read(
-            "SELECT i.id, bm25(items_fts, 0.0, 1.0) AS rank FROM items_fts "
+            "SELECT i.id, bm25(items_fts, 0.0, 1.0, ?) AS rank FROM items_fts "
             "JOIN items i ON i.rowid = items_fts.rowid "
             f"WHERE items_fts MATCH ? AND i.user_id = ? AND i.cube_id = ?{where} "
             "ORDER BY rank LIMIT ?",
-            (match, user_id, cube_id, *params, k),
+            (float(keys_weight), match, user_id, cube_id, *params, k),
         )
         # FTS5's bm25() is negative (lower is better); flip it so higher is better
         return [Scored(r["id"], -float(r["rank"])) for r in rows]
@@ -710,8 +717,10 @@ def _public(item: MemoryItem) -> dict[str, Any]:
     return item.model_dump(mode="json")
 
 
-def _fts_text(item: MemoryItem) -> str:
-    return item.index_text or item.text
+def _fts_columns(item: MemoryItem) -> tuple[str, str]:
+    """What full-text search sees: the item's own words (with its speaker), and its keys."""
+    body = f"{item.speaker}: {item.text}" if item.speaker else item.text
+    return body, item.index_text or ""
 
 
 def _where(flt: ItemFilter) -> tuple[str, list[Any]]:

@@ -59,3 +59,12 @@ def index_text(message: Message, context: list[Message]) -> str:
 
 def _line(message: Message) -> str:
     return f"{message.speaker}: {message.text}" if message.speaker else message.text
+
+
+def embed_text(item: MemoryItem) -> str:
+    """What the embedder sees: the item's own words with its speaker, no context.
+
+    Context turns go to the full-text keys only: in a dense vector they would pull each turn
+    towards its neighbour's meaning, so the neighbour's question would find the wrong turn.
+    """
+    return f"{item.speaker}: {item.text}" if item.speaker else item.text

@@ -16,6 +16,9 @@ from mnemic.infra.store.base import ItemFilter, Scored, Store
 from mnemic.models import SearchHit
 
 
+NO_EVIDENCE = 1e-5  # BM25 scores at or below this come only from zero-IDF terms
+
+
 @dataclass
 class Candidate:
     item_id: str
@@ -48,7 +51,12 @@ class Retriever:
 
         if cfg.fulltext:
             t = time.perf_counter()
-            ranked["bm25"] = self.store.fulltext_search(user_id, cube_id, query, n, flt)
+            found = self.store.fulltext_search(
+                user_id, cube_id, query, n, flt, keys_weight=cfg.keys_weight
+            )
+            # a hit whose every matched term is in (nearly) every item carries no evidence:
+            # BM25 clamps such terms' IDF to 1e-6, and a rank earned that way would be noise
+            ranked["bm25"] = [s for s in found if s.score > NO_EVIDENCE]
             weights["bm25"] = cfg.fulltext_weight
             timings["bm25"] = (time.perf_counter() - t) * 1000
         if cfg.dense and self.embedder is not None:
