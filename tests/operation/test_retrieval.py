@@ -1,0 +1,49 @@
+"""Retrieval stages and packing on small cases of our own making."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mnemic.infra.store.base import Scored
+from mnemic.infra.tokens import count_tokens
+from mnemic.models import MemoryItem, SearchHit
+from mnemic.operation.retrieval.packing import context_text, pack, render
+from mnemic.operation.retrieval.pipeline import explain, fuse
+
+
+def test_rrf_rewards_agreement_between_stages() -> None:
+    ranked = {
+        "bm25": [Scored("a", 9.0), Scored("b", 5.0)],
+        "dense": [Scored("b", 0.9), Scored("c", 0.8)],
+    }
+    fused = fuse(ranked, {"bm25": 1.0, "dense": 1.0}, rrf_k=60)
+    order = sorted(fused, key=lambda i: fused[i].fused, reverse=True)
+    assert order[0] == "b"  # found by both
+    assert fused["b"].stages == {"bm25": 5.0, "bm25_rank": 2, "dense": 0.9, "dense_rank": 1}
+    assert "bm25 rank 2" in explain(fused["b"]) and "dense rank 1" in explain(fused["b"])
+
+
+def test_rrf_weights_shift_the_order() -> None:
+    ranked = {"bm25": [Scored("a", 1.0)], "dense": [Scored("b", 1.0)]}
+    fused = fuse(ranked, {"bm25": 2.0, "dense": 1.0}, rrf_k=60)
+    assert fused["a"].fused > fused["b"].fused
+
+
+def _hit(text: str, speaker: str | None = "Ana") -> SearchHit:
+    item = MemoryItem(user_id="u", cube_id="c", text=text, speaker=speaker,
+                      valid_from=datetime(2023, 5, 8, tzinfo=UTC))
+    return SearchHit(item=item, score=1.0)
+
+
+def test_render_has_date_and_speaker() -> None:
+    assert render(_hit("hello there").item) == "[8 May 2023] Ana: hello there"
+    assert render(_hit("plain", speaker=None).item) == "[8 May 2023] plain"
+
+
+def test_pack_fits_the_budget_and_keeps_rank_order() -> None:
+    hits = [_hit("short one"), _hit("a much longer line " * 20), _hit("short two")]
+    budget = count_tokens(render(hits[0].item)) + count_tokens(render(hits[2].item)) + 2
+    packed = pack(hits, budget)
+    assert [h.item.text for h in packed] == ["short one", "short two"]  # the long one skipped
+    assert count_tokens(context_text(packed)) <= budget
+    assert pack(hits, 1) == []
