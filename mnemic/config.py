@@ -105,9 +105,7 @@ class Settings(BaseSettings):
         return self.store.path or (self.home / "mnemic.db")
 
 
-def load_settings(
-    config_file: str | Path | None = None, **overrides: Any
-) -> Settings:
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Defaults < TOML file < ``MNEMIC_*`` env vars < keyword overrides.
 
     The file is ``config_file``, else ``$MNEMIC_CONFIG``, else ``<home>/config.toml`` if present.

@@ -105,7 +105,12 @@ class MemoryItem(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator(
-        "valid_from", "valid_to", "created_at", "recorded_at", "updated_at", "expires_at",
+        "valid_from",
+        "valid_to",
+        "created_at",
+        "recorded_at",
+        "updated_at",
+        "expires_at",
         "last_accessed",
     )
     @classmethod

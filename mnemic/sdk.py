@@ -1,10 +1,10 @@
 """The SDK: ``mnemic.Memory`` — every caller (CLI, REST, MCP, bench) goes through it.
 
-    from mnemic import Memory
-    mem = Memory()                       # embedded store in MNEMIC_HOME or the user data dir
-    mem.add("I moved to Lisbon in May.", user_id="ana")
-    for hit in mem.search("where does Ana live?", user_id="ana"):
-        print(hit.score, hit.item.text)
+from mnemic import Memory
+mem = Memory()                       # embedded store in MNEMIC_HOME or the user data dir
+mem.add("I moved to Lisbon in May.", user_id="ana")
+for hit in mem.search("where does Ana live?", user_id="ana"):
+    print(hit.score, hit.item.text)
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class SearchFilters(BaseModel):
         statuses: tuple[MemoryStatus, ...]
         if self.statuses is not None:
             statuses = tuple(self.statuses)
-        elif self.as_of is not None or self.known_at is not None:  # history views see items later superseded or archived
+        elif self.as_of is not None or self.known_at is not None:
+            # a view of the past sees items that were later superseded or archived
             statuses = (MemoryStatus.ACTIVE, MemoryStatus.SUPERSEDED, MemoryStatus.ARCHIVED)
         else:
             statuses = (MemoryStatus.ACTIVE,)
@@ -85,8 +86,21 @@ class SearchFilters(BaseModel):
 
 
 _UPDATABLE = {
-    "text", "kind", "layer", "status", "valid_from", "valid_to", "expires_at", "speaker",
-    "entities", "tags", "confidence", "importance", "metadata", "session_id", "agent_id",
+    "text",
+    "kind",
+    "layer",
+    "status",
+    "valid_from",
+    "valid_to",
+    "expires_at",
+    "speaker",
+    "entities",
+    "tags",
+    "confidence",
+    "importance",
+    "metadata",
+    "session_id",
+    "agent_id",
 }
 
 
@@ -155,9 +169,7 @@ class Memory:
         manifest = self.store.get_cube(cube)
         if manifest is None:
             if not create:
-                raise NotFound(
-                    f"user {user_id!r} has no cube {cube!r}; add memories to create it"
-                )
+                raise NotFound(f"user {user_id!r} has no cube {cube!r}; add memories to create it")
             manifest = self.store.ensure_cube(
                 cube, user_id, embedder=self.embedder.id, dim=self.embedder.dim
             )
@@ -198,8 +210,12 @@ class Memory:
             _check_id(session_id, "session_id")
         when = parse_time(timestamp) or utcnow()
         items = self.reader.read(
-            parsed, user_id=user_id, cube_id=cube, session_id=session_id,
-            agent_id=agent_id, timestamp=when,
+            parsed,
+            user_id=user_id,
+            cube_id=cube,
+            session_id=session_id,
+            agent_id=agent_id,
+            timestamp=when,
         )
         vectors = self.embedder.embed([embed_text(item) for item in items])
         self.store.add_items(items, vectors, actor=user_id, reason="add")
@@ -257,7 +273,11 @@ class Memory:
             return
         new = old.model_copy(update={"status": MemoryStatus.DELETED, "version": old.version + 1})
         self.store.update_item(
-            new, None, actor=user_id, action="delete", reason=reason,
+            new,
+            None,
+            actor=user_id,
+            action="delete",
+            reason=reason,
             expected_version=old.version,
         )
 
@@ -320,7 +340,10 @@ class Memory:
         except NotFound:
             return []  # nothing remembered yet is an empty answer, not an error
         hits = self.retriever.search(
-            query, user_id=user_id, cube_id=cube, top_k=top_k,
+            query,
+            user_id=user_id,
+            cube_id=cube,
+            top_k=top_k,
             flt=_filters(filters).to_item_filter(),
         )
         if token_budget is not None:
@@ -359,4 +382,4 @@ def _filters(filters: Mapping[str, Any] | SearchFilters | None) -> SearchFilters
         raise InvalidInput(f"invalid filters: {exc}") from exc
 
 
-__all__ = ["Memory", "MemOS", "MemoryLayer", "SearchFilters", "default_cube"]
+__all__ = ["MemOS", "Memory", "MemoryLayer", "SearchFilters", "default_cube"]

@@ -81,10 +81,10 @@ def test_delete_is_a_status_then_purge_erases(memory: Memory) -> None:
 
 
 def test_filters_and_token_budget(memory: Memory) -> None:
-    memory.add("we talked about the garden", user_id="ana", session_id="s1",
-               timestamp="2023-01-01")
-    memory.add("we talked about the garden again", user_id="ana", session_id="s2",
-               timestamp="2023-06-01")
+    memory.add("we talked about the garden", user_id="ana", session_id="s1", timestamp="2023-01-01")
+    memory.add(
+        "we talked about the garden again", user_id="ana", session_id="s2", timestamp="2023-06-01"
+    )
     only_s2 = memory.search("garden", user_id="ana", filters={"session_id": "s2"})
     assert [h.item.session_id for h in only_s2] == ["s2"]
     before = memory.search("garden", user_id="ana", filters={"before": "2023-03-01"})
@@ -138,7 +138,7 @@ def test_config_from_toml_and_env(tmp_path, monkeypatch) -> None:
     from mnemic import ConfigError
 
     cfg = tmp_path / "config.toml"
-    cfg.write_text('[retrieval]\ncandidates = 77\n[embedder]\nbatch_size = 8\n')
+    cfg.write_text("[retrieval]\ncandidates = 77\n[embedder]\nbatch_size = 8\n")
     monkeypatch.setenv("MNEMIC_EMBEDDER__BATCH_SIZE", "16")
     s = load_settings(cfg)
     assert s.retrieval.candidates == 77

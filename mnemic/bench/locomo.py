@@ -84,9 +84,7 @@ def load_conversation(path: Path) -> Conversation:
     if "conversation" in data:  # the original release nests the sessions
         data = {**data["conversation"], "qa": data.get("qa", [])}
     sessions = []
-    numbers = sorted(
-        int(m.group(1)) for k in data if (m := re.fullmatch(r"session_(\d+)", k))
-    )
+    numbers = sorted(int(m.group(1)) for k in data if (m := re.fullmatch(r"session_(\d+)", k)))
     for n in numbers:
         turns = [
             {"speaker": str(t["speaker"]), "text": turn_text(t), "id": str(t["dia_id"])}
@@ -300,8 +298,12 @@ def run_bm25_baseline(conversations: Sequence[Conversation]) -> RunResult:
     for conv in conversations:
         items = [
             MemoryItem(
-                user_id="baseline", cube_id="baseline", text=t["text"], speaker=t["speaker"],
-                valid_from=when, source=Source(message_ids=[t["id"]]),
+                user_id="baseline",
+                cube_id="baseline",
+                text=t["text"],
+                speaker=t["speaker"],
+                valid_from=when,
+                source=Source(message_ids=[t["id"]]),
             )
             for _, when, turns in conv.sessions
             for t in turns
@@ -334,8 +336,9 @@ def run(
     conversations = load_conversations(path)
     with tempfile.TemporaryDirectory(prefix="mnemic-locomo-") as home:
         base = settings or load_settings()
-        settings = base.model_copy(update={"home": Path(home), "store": base.store.model_copy(
-            update={"path": None})})
+        settings = base.model_copy(
+            update={"home": Path(home), "store": base.store.model_copy(update={"path": None})}
+        )
         embedder = embedder or get_embedder(settings.embedder)
         ours = run_mnemic(conversations, settings, embedder, progress)
     baseline = run_bm25_baseline(conversations)

@@ -1,4 +1,4 @@
-"""The ``mnemic`` command: a thin layer over :class:`mnemic.Memory` (every command calls the SDK)."""
+"""The ``mnemic`` command: a thin layer over :class:`mnemic.Memory`; every command calls the SDK."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ err = Console(stderr=True)
 HomeOpt = Annotated[
     Path | None,
     typer.Option(
-        "--home", envvar="MNEMIC_HOME",
+        "--home",
+        envvar="MNEMIC_HOME",
         help="Data directory (default: MNEMIC_HOME, else the user data directory).",
     ),
 ]
@@ -83,8 +84,9 @@ def add(
         body = sys.stdin.read() if text in (None, "-") else text
         payload = {"content": body, "speaker": speaker} if speaker else body
     with _memory(home, config) as mem:
-        items = mem.add(payload, user_id=user, cube_id=cube, session_id=session,
-                        timestamp=timestamp)
+        items = mem.add(
+            payload, user_id=user, cube_id=cube, session_id=session, timestamp=timestamp
+        )
     if as_json:
         _dump([i.model_dump(mode="json") for i in items])
     else:
@@ -109,8 +111,9 @@ def search(
     """Search a user's memory; each hit says which stages found it."""
     filters = {"session_id": session} if session else None
     with _memory(home, config) as mem:
-        hits = mem.search(query, user_id=user, cube_id=cube, top_k=top_k, filters=filters,
-                          token_budget=budget)
+        hits = mem.search(
+            query, user_id=user, cube_id=cube, top_k=top_k, filters=filters, token_budget=budget
+        )
     if as_json:
         _dump([h.model_dump(mode="json") for h in hits])
         return
@@ -153,8 +156,12 @@ def history(
     for e in entries:
         after = e.after or {}
         table.add_row(
-            e.at.isoformat(timespec="seconds"), e.action, e.actor, str(after.get("version", "")),
-            str(after.get("text", ""))[:80], e.reason or "",
+            e.at.isoformat(timespec="seconds"),
+            e.action,
+            e.actor,
+            str(after.get("version", "")),
+            str(after.get("text", ""))[:80],
+            e.reason or "",
         )
     console.print(table)
 
@@ -242,8 +249,12 @@ def bench_locomo(
         raise MnemicError(f"{path} does not exist; pass the folder of LoCoMo .json files")
     turns, questions = locomo.total_work(path)
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     ) as bar:
         tasks = {
             "ingest": bar.add_task("ingest turns", total=turns),
@@ -260,9 +271,13 @@ def bench_locomo(
 
 def print_locomo(report: dict[str, Any]) -> None:
     columns = {
-        "recall_all@5": "all@5", "recall_all@10": "all@10", "recall_all@20": "all@20",
-        "recall_any@10": "any@10", "recall_all@500tok": "all@500t",
-        "recall_all@1000tok": "all@1kt", "recall_all@2000tok": "all@2kt",
+        "recall_all@5": "all@5",
+        "recall_all@10": "all@10",
+        "recall_all@20": "all@20",
+        "recall_any@10": "any@10",
+        "recall_all@500tok": "all@500t",
+        "recall_all@1000tok": "all@1kt",
+        "recall_all@2000tok": "all@2kt",
         "context_tokens@10": "tok@10",
     }
     table = Table(title="LoCoMo retrieval, categories 1-4 (recall_all/any at k items or t tokens)")
@@ -275,7 +290,8 @@ def print_locomo(report: dict[str, Any]) -> None:
         rows = [("overall", data["overall"]), *data["categories"].items()]
         for scope, values in rows:
             table.add_row(
-                label, scope,
+                label,
+                scope,
                 *[
                     f"{values[k]:.0f}" if k.startswith("context") else f"{values[k]:.3f}"
                     for k in columns

@@ -34,10 +34,19 @@ def add(store, items: list[MemoryItem], vectors: list[np.ndarray] | None = None)
 def test_add_get_roundtrip_keeps_every_field(store) -> None:
     when = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
     original = item(
-        text="Caroline went to a support group", kind=MemoryKind.EVENT, session_id="s1",
-        agent_id="bot", speaker="Caroline", valid_from=when, entities=["Caroline"],
-        tags=["lgbtq"], confidence=0.9, importance=0.7, metadata={"k": [1, 2]},
-        source=Source(message_ids=["D1:3"]), index_text="Caroline: went to a support group",
+        text="Caroline went to a support group",
+        kind=MemoryKind.EVENT,
+        session_id="s1",
+        agent_id="bot",
+        speaker="Caroline",
+        valid_from=when,
+        entities=["Caroline"],
+        tags=["lgbtq"],
+        confidence=0.9,
+        importance=0.7,
+        metadata={"k": [1, 2]},
+        source=Source(message_ids=["D1:3"]),
+        index_text="Caroline: went to a support group",
     )
     add(store, [original])
     (back,) = store.get_items("ana", "ana/default", [original.id])
@@ -72,12 +81,8 @@ def test_scoping_user_never_sees_another_users_items(store) -> None:
     add(store, [mine, theirs], [vec(1), vec(1)])
     assert [i.id for i in store.list_items("ana", "shared-name")] == [mine.id]
     assert store.get_items("ana", "shared-name", [theirs.id]) == []
-    assert [s.item_id for s in store.fulltext_search("ana", "shared-name", "tea", 10)] == [
-        mine.id
-    ]
-    assert [s.item_id for s in store.vector_search("ana", "shared-name", vec(1), 10)] == [
-        mine.id
-    ]
+    assert [s.item_id for s in store.fulltext_search("ana", "shared-name", "tea", 10)] == [mine.id]
+    assert [s.item_id for s in store.vector_search("ana", "shared-name", vec(1), 10)] == [mine.id]
     assert store.history("ana", "shared-name", theirs.id) == []
     with pytest.raises(NotFound):
         store.purge_item("ana", "shared-name", theirs.id, actor="ana")
@@ -108,15 +113,18 @@ def test_stale_update_is_a_conflict(store) -> None:
     add(store, [a])
     store.update_item(a.model_copy(update={"version": 2}), None, actor="t", expected_version=1)
     with pytest.raises(Conflict):
-        store.update_item(a.model_copy(update={"version": 2}), None, actor="t",
-                          expected_version=1)
+        store.update_item(a.model_copy(update={"version": 2}), None, actor="t", expected_version=1)
 
 
 def test_status_filter_hides_deleted_from_search(store) -> None:
     a, b = item(text="green apple"), item(text="green pear")
     add(store, [a, b], [vec(2), vec(2, 3)])
-    store.update_item(a.model_copy(update={"status": MemoryStatus.DELETED, "version": 2}),
-                      None, actor="t", action="delete")
+    store.update_item(
+        a.model_copy(update={"status": MemoryStatus.DELETED, "version": 2}),
+        None,
+        actor="t",
+        action="delete",
+    )
     assert [s.item_id for s in store.fulltext_search("ana", "ana/default", "green", 5)] == [b.id]
     assert [s.item_id for s in store.vector_search("ana", "ana/default", vec(2), 5)] == [b.id]
     every = store.list_items("ana", "ana/default", ItemFilter.any_status())
@@ -162,23 +170,29 @@ def test_vector_search_orders_by_cosine_and_respects_k(store) -> None:
 
 def test_time_filters_and_as_of(store) -> None:
     t0 = datetime(2023, 1, 1, tzinfo=UTC)
-    old = item(text="job at A", valid_from=t0, valid_to=t0 + timedelta(days=100),
-               status=MemoryStatus.SUPERSEDED)
+    old = item(
+        text="job at A",
+        valid_from=t0,
+        valid_to=t0 + timedelta(days=100),
+        status=MemoryStatus.SUPERSEDED,
+    )
     new = item(text="job at B", valid_from=t0 + timedelta(days=100))
     add(store, [old, new])
     statuses = (MemoryStatus.ACTIVE, MemoryStatus.SUPERSEDED)
-    then = store.list_items("ana", "ana/default", ItemFilter(statuses=statuses,
-                                                             as_of=t0 + timedelta(days=10)))
+    then = store.list_items(
+        "ana", "ana/default", ItemFilter(statuses=statuses, as_of=t0 + timedelta(days=10))
+    )
     assert [i.id for i in then] == [old.id]
-    now = store.list_items("ana", "ana/default", ItemFilter(statuses=statuses,
-                                                            as_of=t0 + timedelta(days=200)))
+    now = store.list_items(
+        "ana", "ana/default", ItemFilter(statuses=statuses, as_of=t0 + timedelta(days=200))
+    )
     assert [i.id for i in now] == [new.id]
-    later = store.list_items("ana", "ana/default",
-                             ItemFilter(statuses=statuses, valid_after=t0 + timedelta(days=50)))
+    later = store.list_items(
+        "ana", "ana/default", ItemFilter(statuses=statuses, valid_after=t0 + timedelta(days=50))
+    )
     assert [i.id for i in later] == [new.id]
     # system time: nothing had been recorded before the items were added
-    known = store.list_items("ana", "ana/default",
-                             ItemFilter(statuses=statuses, known_at=t0))
+    known = store.list_items("ana", "ana/default", ItemFilter(statuses=statuses, known_at=t0))
     assert known == []
 
 

@@ -13,7 +13,11 @@ def mnemic(home: Path, *args: str, stdin: str | None = None) -> subprocess.Compl
     env = {**os.environ, "MNEMIC_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "mnemic.interface.cli", *args],
-        input=stdin, capture_output=True, text=True, env=env, timeout=120,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -32,8 +36,19 @@ def test_add_search_show_update_history_delete(tmp_path: Path) -> None:
     shown = json.loads(mnemic(home, "show", item_id, "--user", "ana").stdout)
     assert shown["text"] == "My favourite food is ramen."
 
-    assert mnemic(home, "update", item_id, "My favourite food is pho.", "--user", "ana",
-                  "--reason", "changed mind").returncode == 0
+    assert (
+        mnemic(
+            home,
+            "update",
+            item_id,
+            "My favourite food is pho.",
+            "--user",
+            "ana",
+            "--reason",
+            "changed mind",
+        ).returncode
+        == 0
+    )
     hist = json.loads(mnemic(home, "history", item_id, "--user", "ana", "--json").stdout)
     assert [h["action"] for h in hist] == ["add", "update"]
 

@@ -32,11 +32,16 @@ def test_parse_time_forms() -> None:
 
 def test_reader_keeps_provenance_and_context_keys() -> None:
     messages = normalize_messages(
-        [{"speaker": "Ana", "content": "Where should we eat?", "id": "D1:1"},
-         {"speaker": "Ben", "content": "The ramen place.", "id": "D1:2"}], 1000)
+        [
+            {"speaker": "Ana", "content": "Where should we eat?", "id": "D1:1"},
+            {"speaker": "Ben", "content": "The ramen place.", "id": "D1:2"},
+        ],
+        1000,
+    )
     when = datetime(2023, 5, 8, tzinfo=UTC)
     items = DeterministicReader(context_turns=1).read(
-        messages, user_id="u", cube_id="c", session_id="s", agent_id=None, timestamp=when)
+        messages, user_id="u", cube_id="c", session_id="s", agent_id=None, timestamp=when
+    )
     first, second = items
     assert second.source.message_ids == ["D1:2"] and second.kind == MemoryKind.RAW_TURN
     assert second.valid_from == when and second.session_id == "s"
@@ -44,6 +49,9 @@ def test_reader_keeps_provenance_and_context_keys() -> None:
     assert second.index_text == "Ana: Where should we eat?\nBen: The ramen place."
     assert embed_text(second) == "Ben: The ramen place."
     assert first.index_text == "Ana: Where should we eat?"
-    assert DeterministicReader(context_turns=0).read(
-        messages, user_id="u", cube_id="c", session_id=None, agent_id=None, timestamp=when
-    )[1].index_text == "Ben: The ramen place."
+    assert (
+        DeterministicReader(context_turns=0)
+        .read(messages, user_id="u", cube_id="c", session_id=None, agent_id=None, timestamp=when)[1]
+        .index_text
+        == "Ben: The ramen place."
+    )

@@ -30,8 +30,13 @@ def test_rrf_weights_shift_the_order() -> None:
 
 
 def _hit(text: str, speaker: str | None = "Ana") -> SearchHit:
-    item = MemoryItem(user_id="u", cube_id="c", text=text, speaker=speaker,
-                      valid_from=datetime(2023, 5, 8, tzinfo=UTC))
+    item = MemoryItem(
+        user_id="u",
+        cube_id="c",
+        text=text,
+        speaker=speaker,
+        valid_from=datetime(2023, 5, 8, tzinfo=UTC),
+    )
     return SearchHit(item=item, score=1.0)
 
 

@@ -11,6 +11,9 @@
 The graph must take ``input_ids`` and ``attention_mask`` (and ``token_type_ids``, fed zeros,
 if it asks for it) and return token states ``[batch, sequence, dim]``, mean-pooled here over
 the attention mask, or an already pooled ``[batch, dim]``.
+
+The shipped int8 model uses onnxruntime's ``MatMulNBits`` with 8-bit weights, which needs
+onnxruntime >= 1.22 on x86-64 and >= 1.23 on ARM64 (see scripts/export_minilm_onnx.py).
 """
 
 from __future__ import annotations
@@ -88,7 +91,10 @@ class OnnxEmbedder:
                 str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:
-            raise BackendUnavailable(f"onnxruntime cannot load {model_path}: {exc}") from exc
+            raise BackendUnavailable(
+                f"onnxruntime {ort.__version__} cannot load {model_path}: {exc} (the shipped "
+                f"int8 model needs onnxruntime >= 1.23)"
+            ) from exc
 
         inputs = {i.name for i in self._session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - inputs

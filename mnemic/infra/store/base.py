@@ -121,7 +121,11 @@ class Store(Protocol):
         ...
 
     def vector_search(
-        self, user_id: str, cube_id: str, vector: np.ndarray, k: int,
+        self,
+        user_id: str,
+        cube_id: str,
+        vector: np.ndarray,
+        k: int,
         flt: ItemFilter = ItemFilter(),
     ) -> list[Scored]: ...
 

@@ -31,7 +31,10 @@ from mnemic.models import (
     CubeManifest,
     HistoryEntry,
     MemoryItem,
+    MemoryKind,
+    MemoryLayer,
     MemoryStatus,
+    Source,
     utcnow,
 )
 
@@ -108,15 +111,22 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+# fmt: off
 _ITEM_COLUMNS = (
-    "id", "user_id", "cube_id", "session_id", "agent_id", "text", "index_text", "kind", "layer",
-    "status", "version", "supersedes", "valid_from", "valid_to", "created_at", "recorded_at",
-    "updated_at", "expires_at", "speaker", "source", "entities", "tags", "confidence",
-    "importance", "access_count", "last_accessed", "metadata",
+    "id", "user_id", "cube_id", "session_id", "agent_id", "text", "index_text", "kind",
+    "layer", "status", "version", "supersedes", "valid_from", "valid_to", "created_at",
+    "recorded_at", "updated_at", "expires_at", "speaker", "source", "entities", "tags",
+    "confidence", "importance", "access_count", "last_accessed", "metadata",
 )
+# fmt: on
 _JSON_COLUMNS = {"source", "entities", "tags", "metadata"}
 _TIME_COLUMNS = {
-    "valid_from", "valid_to", "created_at", "recorded_at", "updated_at", "expires_at",
+    "valid_from",
+    "valid_to",
+    "created_at",
+    "recorded_at",
+    "updated_at",
+    "expires_at",
     "last_accessed",
 }
 _SELECT = "SELECT i.rowid AS rowid_, " + ", ".join(f"i.{c}" for c in _ITEM_COLUMNS)
@@ -124,14 +134,16 @@ _SELECT = "SELECT i.rowid AS rowid_, " + ", ".join(f"i.{c}" for c in _ITEM_COLUM
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Function words carry no evidence in an OR query and only slow FTS5 down.
 STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is it
-    its itself just me more most my myself no nor not now of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom why will with would you your yours yourself
-    yourselves""".split()
+    """
+    a about above after again against all am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for
+    from further had has have having he her here hers herself him himself his how i if in
+    into is it its itself just me more most my myself no nor not now of off on once only
+    or other our ours ourselves out over own same she should so some such than that the
+    their theirs them themselves then there these they this those through to too under
+    until up very was we were what when where which while who whom why will with would you
+    your yours yourself yourselves
+    """.split()  # noqa: SIM905 - a word list reads better as text
 )
 
 SNAPSHOT_EVERY = 5_000  # log entries applied before an index snapshot is rewritten
@@ -178,13 +190,23 @@ def item_to_row(item: MemoryItem) -> dict[str, Any]:
 
 
 def row_to_item(row: sqlite3.Row) -> MemoryItem:
-    data: dict[str, Any] = {}
-    for col in _ITEM_COLUMNS:
-        value = row[col]
-        if col in _JSON_COLUMNS:
-            value = json.loads(value)
-        data[col] = value
-    return MemoryItem.model_validate(data)
+    """Rows were validated on their way in, so they are rebuilt without re-validation
+    (``model_construct``): this sits on the search hot path, a few hundred rows a query."""
+    data: dict[str, Any] = {col: row[col] for col in _ITEM_COLUMNS}
+    for col in _TIME_COLUMNS:
+        if data[col] is not None:
+            data[col] = datetime.fromisoformat(data[col])
+    data["kind"] = MemoryKind(data["kind"])
+    data["layer"] = MemoryLayer(data["layer"])
+    data["status"] = MemoryStatus(data["status"])
+    source = json.loads(data["source"])
+    if source.get("offsets") is not None:
+        source["offsets"] = tuple(source["offsets"])
+    data["source"] = Source.model_construct(**source)
+    data["entities"] = json.loads(data["entities"])
+    data["tags"] = json.loads(data["tags"])
+    data["metadata"] = json.loads(data["metadata"])
+    return MemoryItem.model_construct(**data)
 
 
 @dataclass
@@ -370,9 +392,7 @@ class SQLiteStore:
             "INSERT OR REPLACE INTO vectors(item_rowid, scope, vec) VALUES (?, ?, ?)",
             (rowid, scope, vector.astype(np.float32).tobytes()),
         )
-        db.execute(
-            "INSERT INTO vector_log(scope, item_rowid, op) VALUES (?, ?, 1)", (scope, rowid)
-        )
+        db.execute("INSERT INTO vector_log(scope, item_rowid, op) VALUES (?, ?, 1)", (scope, rowid))
 
     def _write_history(
         self,
@@ -390,7 +410,13 @@ class SQLiteStore:
             "INSERT INTO history(item_id, user_id, cube_id, action, actor, at, reason, before,"
             " after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                item.id, item.user_id, item.cube_id, action, actor, at, reason,
+                item.id,
+                item.user_id,
+                item.cube_id,
+                action,
+                actor,
+                at,
+                reason,
                 json.dumps(before) if before is not None else None,
                 json.dumps(after) if after is not None else None,
             ),
@@ -478,8 +504,14 @@ class SQLiteStore:
             if vectors is not None:
                 self._put_vector(db, row["rowid_"], scope, vectors[0])
             self._write_history(
-                db, new, action, actor, ts(new.updated_at), reason,
-                before=_public(old), after=_public(new),
+                db,
+                new,
+                action,
+                actor,
+                ts(new.updated_at),
+                reason,
+                before=_public(old),
+                after=_public(new),
             )
             return new
 
@@ -507,8 +539,14 @@ class SQLiteStore:
                 (user_id, cube_id, item_id),
             )
             self._write_history(
-                db, row_to_item(row), "purge", actor, ts(utcnow()), "purged on request",
-                before=None, after=None,
+                db,
+                row_to_item(row),
+                "purge",
+                actor,
+                ts(utcnow()),
+                "purged on request",
+                before=None,
+                after=None,
             )
 
     def record_access(self, user_id: str, cube_id: str, ids: Sequence[str]) -> None:
@@ -529,8 +567,12 @@ class SQLiteStore:
         )
         return [
             HistoryEntry(
-                id=r["id"], item_id=r["item_id"], user_id=r["user_id"], cube_id=r["cube_id"],
-                action=r["action"], actor=r["actor"],
+                id=r["id"],
+                item_id=r["item_id"],
+                user_id=r["user_id"],
+                cube_id=r["cube_id"],
+                action=r["action"],
+                actor=r["actor"],
                 at=datetime.strptime(r["at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
                 reason=r["reason"],
                 before=json.loads(r["before"]) if r["before"] else None,

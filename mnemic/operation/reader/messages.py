@@ -70,7 +70,7 @@ def check_text(text: Any, max_chars: int, what: str = "text") -> str:
 
 
 def normalize_messages(messages: MessagesInput, max_chars: int) -> list[Message]:
-    """Accept ``"text"``, ``["text", ...]``, ``{"role": ..., "content": ...}`` or a list of those."""
+    """Accept ``"text"``, ``["text", ...]``, ``{"role": ..., "content": ...}`` or a list."""
     if isinstance(messages, str | Mapping):
         messages = [messages]
     if not isinstance(messages, Sequence) or not messages:

@@ -15,7 +15,6 @@ from mnemic.infra.embed.base import Embedder
 from mnemic.infra.store.base import ItemFilter, Scored, Store
 from mnemic.models import SearchHit
 
-
 NO_EVIDENCE = 1e-5  # BM25 scores at or below this come only from zero-IDF terms
 
 
