@@ -37,7 +37,7 @@ from mnemic.infra.embed.base import Embedder
 from mnemic.infra.store.sqlite import STOPWORDS
 from mnemic.infra.tokens import count_tokens
 from mnemic.models import MemoryItem, SearchHit
-from mnemic.operation.retrieval.packing import pack, render
+from mnemic.operation.retrieval.packing import context_text, pack
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (5, 10, 20)
@@ -160,7 +160,8 @@ def score_ranking(
         seen = covered(items)
         out[f"recall_all@{budget}tok"] = float(question.evidence <= seen)
         out[f"recall_any@{budget}tok"] = float(bool(question.evidence & seen))
-    out["context_tokens@10"] = float(sum(count_tokens(render(i)) + 1 for i in ranked[:10]))
+    top = [SearchHit(item=i, score=0.0) for i in ranked[:10]]
+    out["context_tokens@10"] = float(count_tokens(context_text(top)))
     return out
 
 

@@ -47,8 +47,16 @@ def test_render_has_date_and_speaker() -> None:
 
 def test_pack_fits_the_budget_and_keeps_rank_order() -> None:
     hits = [_hit("short one"), _hit("a much longer line " * 20), _hit("short two")]
-    budget = count_tokens(render(hits[0].item)) + count_tokens(render(hits[2].item)) + 2
+    # one date header for the day, then the two short lines
+    budget = count_tokens("[8 May 2023]\nAna: short one\nAna: short two") + 3
     packed = pack(hits, budget)
     assert [h.item.text for h in packed] == ["short one", "short two"]  # the long one skipped
     assert count_tokens(context_text(packed)) <= budget
     assert pack(hits, 1) == []
+
+
+def test_context_groups_by_day_oldest_first() -> None:
+    late = _hit("later")
+    late.item.valid_from = datetime(2023, 6, 1, tzinfo=UTC)
+    text = context_text([late, _hit("first"), _hit("second")])
+    assert text == "[8 May 2023]\nAna: first\nAna: second\n[1 June 2023]\nAna: later"
