@@ -55,15 +55,26 @@ class StoreConfig(BaseModel):
 class RetrievalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dense: bool = True
-    fulltext: bool = True
-    fusion: Literal["rrf", "weighted"] = "rrf"
-    rrf_k: int = Field(default=60, ge=1)
+    # the recipe: stages run in this order (see mnemic/operation/retrieval/stages/)
+    stages: list[str] = Field(
+        default_factory=lambda: ["bm25", "dense", "fusion", "speaker", "neighbors"]
+    )
     candidates: int = Field(default=50, ge=1, le=10_000)  # per recall stage
+    # fusion: weighted reciprocal rank, weight / (rrf_k + rank) per recall list
+    rrf_k: int = Field(default=20, ge=1)  # 10-20 is a plateau on LoCoMo dev; 60 loses 4 pts
     dense_weight: float = Field(default=1.0, ge=0)
     fulltext_weight: float = Field(default=1.0, ge=0)
-    # BM25 weight of an item's index keys (context turns, ...) relative to its own words
+    # bm25: weight of an item's index keys (context turns, ...) relative to its own words
     keys_weight: float = Field(default=0.5, ge=0)
+    # speaker: score factor 1 + speaker_boost for items said by a speaker the query names
+    speaker_boost: float = Field(default=0.5, ge=0)
+    # session: factor 1 + session_weight * (session's summed score / best session's)
+    session_weight: float = Field(default=0.5, ge=0)
+    # neighbors: the best `neighbor_seeds` hits bring their session neighbours within
+    # `neighbor_window` turns, at the seed's score times neighbor_decay ** distance
+    neighbor_seeds: int = Field(default=5, ge=0)
+    neighbor_window: int = Field(default=1, ge=0, le=20)
+    neighbor_decay: float = Field(default=0.5, gt=0, le=1)
 
 
 class ReaderConfig(BaseModel):

@@ -209,19 +209,16 @@ def run_sqlite_vec(data, queries, truth, k, max_s, workdir: Path) -> Row:
                None, disk, note=note)  # fmt: skip
 
 
-def run_usearch(data, queries, truth, k, max_s, workdir: Path, dtype, exact_threshold) -> Row:
+def run_usearch(
+    data, queries, truth, k, max_s, workdir: Path, dtype, exact_threshold, efs: list[int]
+) -> list[Row]:
+    """One build; one row per efSearch in ``efs`` (the class default when empty)."""
     dim = data.shape[1]
     kwargs = {} if exact_threshold is None else {"exact_threshold": exact_threshold}
     ix = VectorIndex(dim, dtype=dtype, **kwargs)
     t = time.perf_counter()
     ix.add(np.arange(len(data), dtype=np.int64), data)
     build = time.perf_counter() - t
-
-    def search(q: np.ndarray) -> np.ndarray:
-        return ix.search(q, k)[0]
-
-    p50, p95, nq, rec = time_queries(search, queries, truth, k, max_s)
-    mode = "exact" if len(ix) <= ix.exact_threshold else f"hnsw ef={ix.expansion_search}"
     mem = ix.memory_usage / 1e6
     path = workdir / "index.vix"
     t = time.perf_counter()
@@ -233,9 +230,38 @@ def run_usearch(data, queries, truth, k, max_s, workdir: Path, dtype, exact_thre
     disk = path.stat().st_size / 1e6
     del back
     path.unlink()
-    note = "" if nq == len(truth) else f"{nq} queries timed"
-    return Row(len(data), f"usearch-{dtype}", mode, build, len(data) / build, p50, p95, nq, rec,
-               mem, disk, save_s, load_s, note)  # fmt: skip
+
+    def search(q: np.ndarray) -> np.ndarray:
+        return ix.search(q, k)[0]
+
+    rows = []
+    exact = len(ix) <= ix.exact_threshold
+    for ef in ([] if exact else efs) or [ix.expansion_search]:
+        ix.expansion_search = ef
+        p50, p95, nq, rec = time_queries(search, queries, truth, k, max_s)
+        mode = "exact" if exact else f"hnsw ef={ef}"
+        notes = [] if nq == len(truth) else [f"{nq} queries timed"]
+        if rows:
+            notes.append("same build")
+        rows.append(
+            Row(
+                len(data),
+                f"usearch-{dtype}",
+                mode,
+                build,
+                len(data) / build,
+                p50,
+                p95,
+                nq,
+                rec,
+                mem,
+                disk,
+                save_s,
+                load_s,
+                "; ".join(notes),
+            )
+        )
+    return rows
 
 
 # -- driver -----------------------------------------------------------------------------
@@ -285,11 +311,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"VectorIndex exact_threshold (default {DEFAULT_EXACT_THRESHOLD})",
     )
+    parser.add_argument(
+        "--ef",
+        default="",
+        help="comma-separated efSearch values to sweep on each usearch build (default: the "
+        "VectorIndex default)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="for the sqlite/index files")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
     sizes = [int(s.replace("_", "")) for s in args.n.split(",") if s.strip()]
+    efs = [int(e) for e in args.ef.split(",") if e.strip()]
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = set(engines) - set(ALL_ENGINES)
     if unknown:
@@ -311,16 +344,17 @@ def main(argv: list[str] | None = None) -> int:
             for engine in engines:
                 log(f"n={n}: {engine}")
                 if engine == "numpy":
-                    row = run_numpy(data, qs, tr, args.k, args.max_query_seconds)
+                    new = [run_numpy(data, qs, tr, args.k, args.max_query_seconds)]
                 elif engine == "sqlite-vec":
-                    row = run_sqlite_vec(data, qs, tr, args.k, args.max_query_seconds, workdir)
+                    new = [run_sqlite_vec(data, qs, tr, args.k, args.max_query_seconds, workdir)]
                 else:
-                    row = run_usearch(
+                    new = run_usearch(
                         data, qs, tr, args.k, args.max_query_seconds, workdir,
-                        engine.split("-")[1], args.exact_threshold,
+                        engine.split("-")[1], args.exact_threshold, efs,
                     )  # fmt: skip
-                rows.append(row)
-                log(f"n={n}: {engine} done: {asdict(row)}")
+                for row in new:
+                    log(f"n={n}: {engine} done: {asdict(row)}")
+                rows.extend(new)
                 gc.collect()
             del data, truth
             gc.collect()

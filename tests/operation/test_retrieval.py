@@ -8,7 +8,7 @@ from mnemic.infra.store.base import Scored
 from mnemic.infra.tokens import count_tokens
 from mnemic.models import MemoryItem, SearchHit
 from mnemic.operation.retrieval.packing import context_text, pack, render
-from mnemic.operation.retrieval.pipeline import explain, fuse
+from mnemic.operation.retrieval.stages.fusion import fuse
 
 
 def test_rrf_rewards_agreement_between_stages() -> None:
@@ -17,16 +17,16 @@ def test_rrf_rewards_agreement_between_stages() -> None:
         "dense": [Scored("b", 0.9), Scored("c", 0.8)],
     }
     fused = fuse(ranked, {"bm25": 1.0, "dense": 1.0}, rrf_k=60)
-    order = sorted(fused, key=lambda i: fused[i].fused, reverse=True)
+    order = sorted(fused, key=lambda i: fused[i].score, reverse=True)
     assert order[0] == "b"  # found by both
     assert fused["b"].stages == {"bm25": 5.0, "bm25_rank": 2, "dense": 0.9, "dense_rank": 1}
-    assert "bm25 rank 2" in explain(fused["b"]) and "dense rank 1" in explain(fused["b"])
+    assert fused["b"].notes == ["bm25 rank 2 (score 5.000)", "dense rank 1 (score 0.900)"]
 
 
 def test_rrf_weights_shift_the_order() -> None:
     ranked = {"bm25": [Scored("a", 1.0)], "dense": [Scored("b", 1.0)]}
     fused = fuse(ranked, {"bm25": 2.0, "dense": 1.0}, rrf_k=60)
-    assert fused["a"].fused > fused["b"].fused
+    assert fused["a"].score > fused["b"].score
 
 
 def _hit(text: str, speaker: str | None = "Ana") -> SearchHit:

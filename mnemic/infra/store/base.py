@@ -104,6 +104,22 @@ class Store(Protocol):
 
     def record_access(self, user_id: str, cube_id: str, ids: Sequence[str]) -> None: ...
 
+    def speakers(self, user_id: str, cube_id: str) -> list[str]:
+        """The distinct speakers of the scope's items (cheap: cached until the next write)."""
+        ...
+
+    def neighbors(
+        self,
+        user_id: str,
+        cube_id: str,
+        ids: Sequence[str],
+        window: int,
+        flt: ItemFilter = ItemFilter(),
+    ) -> dict[str, list[tuple[str, int]]]:
+        """For each id, the items of the same session up to ``window`` positions before and
+        after it in insertion order, as (item id, distance) pairs."""
+        ...
+
     def history(self, user_id: str, cube_id: str, item_id: str) -> list[HistoryEntry]: ...
 
     # search

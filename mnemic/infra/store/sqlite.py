@@ -234,6 +234,8 @@ class SQLiteStore:
         self._indexes: dict[str, _ScopeIndex] = {}
         self._snapshots = self.path.with_name(self.path.name + ".vectors")
         self._closed = False
+        self._writes = 0  # commits through this connection (others show in data_version)
+        self._speakers: dict[str, tuple[tuple[int, int], list[str]]] = {}
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit that returned survives power loss, not only a process crash
@@ -284,6 +286,7 @@ class SQLiteStore:
                 raise
             else:
                 self._db.execute("COMMIT")
+                self._writes += 1
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -559,6 +562,59 @@ class SQLiteStore:
                 "WHERE user_id = ? AND cube_id = ? AND id = ?",
                 [(now, user_id, cube_id, i) for i in ids],
             )
+
+    def _generation(self) -> tuple[int, int]:
+        """Changes whenever anyone commits: our own writes or another connection's."""
+        return self._db.execute("PRAGMA data_version").fetchone()[0], self._writes
+
+    def speakers(self, user_id: str, cube_id: str) -> list[str]:
+        scope = scope_key(user_id, cube_id)
+        with self._lock:
+            generation = self._generation()
+            cached = self._speakers.get(scope)
+            if cached is not None and cached[0] == generation:
+                return cached[1]
+            rows = self._db.execute(
+                "SELECT DISTINCT speaker FROM items WHERE user_id = ? AND cube_id = ? "
+                "AND speaker IS NOT NULL",
+                (user_id, cube_id),
+            ).fetchall()
+            names = sorted(r[0] for r in rows)
+            self._speakers[scope] = (generation, names)
+            return names
+
+    def neighbors(
+        self,
+        user_id: str,
+        cube_id: str,
+        ids: Sequence[str],
+        window: int,
+        flt: ItemFilter = ItemFilter(),
+    ) -> dict[str, list[tuple[str, int]]]:
+        if window <= 0 or not ids:
+            return {}
+        where, params = _where(flt)
+        out: dict[str, list[tuple[str, int]]] = {}
+        with self._lock:
+            for item_id in dict.fromkeys(ids):
+                row = self._db.execute(
+                    "SELECT rowid, session_id FROM items WHERE id = ? AND user_id = ? "
+                    "AND cube_id = ?",
+                    (item_id, user_id, cube_id),
+                ).fetchone()
+                if row is None or row["session_id"] is None:
+                    continue
+                found: list[tuple[str, int]] = []
+                for op, order in (("<", "DESC"), (">", "ASC")):
+                    near = self._db.execute(
+                        f"SELECT i.id FROM items i WHERE i.user_id = ? AND i.cube_id = ? "
+                        f"AND i.session_id = ? AND i.rowid {op} ?{where} "
+                        f"ORDER BY i.rowid {order} LIMIT ?",
+                        (user_id, cube_id, row["session_id"], row["rowid"], *params, window),
+                    ).fetchall()
+                    found.extend((r["id"], n) for n, r in enumerate(near, start=1))
+                out[item_id] = found
+        return out
 
     def history(self, user_id: str, cube_id: str, item_id: str) -> list[HistoryEntry]:
         rows = self._read(

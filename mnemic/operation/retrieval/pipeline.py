@@ -1,35 +1,30 @@
-"""Hybrid retrieval: full-text (BM25) and dense recall, fused by reciprocal rank.
+"""The retriever: a recipe of named stages run in order over one search state.
 
-Each stage is named; every hit carries its per-stage scores and ranks and a sentence saying
-why it was chosen, so a user can see what found it.
+Recall stages (``bm25``, ``dense``) produce ranked lists, ``fusion`` merges them, and later
+stages rescore (``speaker``), expand (``neighbors``) or prune. The recipe is configuration
+(``retrieval.stages``), so ``mnemic bench locomo --ablate`` can measure each stage's worth.
+Every hit carries its per-stage scores and a sentence saying why it was chosen.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from mnemic.config import RetrievalConfig
+from mnemic.errors import ConfigError
 from mnemic.infra.embed.base import Embedder
-from mnemic.infra.store.base import ItemFilter, Scored, Store
+from mnemic.infra.store.base import ItemFilter, Store
 from mnemic.models import SearchHit
-
-NO_EVIDENCE = 1e-5  # BM25 scores at or below this come only from zero-IDF terms
-
-
-@dataclass
-class Candidate:
-    item_id: str
-    stages: dict[str, float] = field(default_factory=dict)
-    fused: float = 0.0
+from mnemic.operation.retrieval.query import analyze
+from mnemic.operation.retrieval.stages import STAGES
+from mnemic.operation.retrieval.state import SearchState, Stage
 
 
-@dataclass
-class SearchTrace:
-    """Timings of the last search, per stage, in milliseconds."""
-
-    timings_ms: dict[str, float] = field(default_factory=dict)
+def build_stages(store: Store, embedder: Embedder | None, config: RetrievalConfig) -> list[Stage]:
+    unknown = [name for name in config.stages if name not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown retrieval stages {unknown}; available: {', '.join(STAGES)}")
+    return [STAGES[name](store, embedder, config) for name in config.stages]
 
 
 class Retriever:
@@ -37,70 +32,40 @@ class Retriever:
         self.store = store
         self.embedder = embedder
         self.config = config
-        self.last = SearchTrace()
+        self.stages = build_stages(store, embedder, config)
+        self.last_timings_ms: dict[str, float] = {}
 
     def search(
         self, query: str, *, user_id: str, cube_id: str, top_k: int, flt: ItemFilter
     ) -> list[SearchHit]:
-        cfg = self.config
-        timings: dict[str, float] = {}
-        n = max(cfg.candidates, top_k)
-        ranked: dict[str, list[Scored]] = {}
-        weights: dict[str, float] = {}
-
-        if cfg.fulltext:
+        speakers = self.store.speakers(user_id, cube_id) if "speaker" in self.config.stages else ()
+        state = SearchState(
+            query=query,
+            analysis=analyze(query, speakers),
+            user_id=user_id,
+            cube_id=cube_id,
+            top_k=top_k,
+            flt=flt,
+            store=self.store,
+        )
+        for stage in self.stages:
             t = time.perf_counter()
-            found = self.store.fulltext_search(
-                user_id, cube_id, query, n, flt, keys_weight=cfg.keys_weight
-            )
-            # a hit whose every matched term is in (nearly) every item carries no evidence:
-            # BM25 clamps such terms' IDF to 1e-6, and a rank earned that way would be noise
-            ranked["bm25"] = [s for s in found if s.score > NO_EVIDENCE]
-            weights["bm25"] = cfg.fulltext_weight
-            timings["bm25"] = (time.perf_counter() - t) * 1000
-        if cfg.dense and self.embedder is not None:
-            t = time.perf_counter()
-            vector = self.embedder.embed([query])[0]
-            timings["embed"] = (time.perf_counter() - t) * 1000
-            t = time.perf_counter()
-            ranked["dense"] = self.store.vector_search(user_id, cube_id, vector, n, flt)
-            weights["dense"] = cfg.dense_weight
-            timings["dense"] = (time.perf_counter() - t) * 1000
+            stage.run(state)
+            state.timings_ms[stage.name] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()
-        candidates = fuse(ranked, weights, cfg.rrf_k)
-        best = sorted(candidates.values(), key=lambda c: c.fused, reverse=True)[:top_k]
-        items = self.store.get_items(user_id, cube_id, [c.item_id for c in best])
-        by_id = {item.id: item for item in items}
+        best = state.ranked()[:top_k]
+        items = state.items(c.item_id for c in best)
         hits = [
-            SearchHit(item=by_id[c.item_id], score=c.fused, stages=c.stages, why=explain(c))
+            SearchHit(
+                item=items[c.item_id],
+                score=c.score,
+                stages=c.stages,
+                why="; ".join(c.notes),
+            )
             for c in best
-            if c.item_id in by_id
+            if c.item_id in items
         ]
-        timings["fuse+fetch"] = (time.perf_counter() - t) * 1000
-        self.last = SearchTrace(timings)
+        state.timings_ms["fetch"] = (time.perf_counter() - t) * 1000
+        self.last_timings_ms = state.timings_ms
         return hits
-
-
-def fuse(
-    ranked: dict[str, Sequence[Scored]], weights: dict[str, float], rrf_k: int
-) -> dict[str, Candidate]:
-    """Weighted reciprocal-rank fusion: sum of weight / (rrf_k + rank) over the stages."""
-    out: dict[str, Candidate] = {}
-    for stage, results in ranked.items():
-        weight = weights.get(stage, 1.0)
-        for rank, scored in enumerate(results, start=1):
-            cand = out.setdefault(scored.item_id, Candidate(scored.item_id))
-            cand.stages[stage] = round(scored.score, 6)
-            cand.stages[f"{stage}_rank"] = rank
-            cand.fused += weight / (rrf_k + rank)
-    return out
-
-
-def explain(c: Candidate) -> str:
-    parts = [
-        f"{stage} rank {int(c.stages[f'{stage}_rank'])} (score {c.stages[stage]:.3f})"
-        for stage in ("bm25", "dense")
-        if f"{stage}_rank" in c.stages
-    ]
-    return "found by " + " and ".join(parts) if parts else ""

@@ -1,0 +1,26 @@
+"""Query understanding without an LLM: what words, whom and when a question is about."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class QueryAnalysis:
+    text: str
+    words: tuple[str, ...]
+    speakers: frozenset[str] = field(default_factory=frozenset)  # known speakers it names
+
+
+def analyze(query: str, known_speakers: Iterable[str] = ()) -> QueryAnalysis:
+    """Find the known speakers a query names, as whole words, ignoring case and a possessive."""
+    words = tuple(w.lower() for w in _WORD.findall(query))
+    bare = {w[:-2] if w.endswith("'s") else w for w in words}
+    named = frozenset(
+        s for s in known_speakers if s and all(part.lower() in bare for part in s.split())
+    )
+    return QueryAnalysis(text=query, words=words, speakers=named)

@@ -1,0 +1,17 @@
+"""Retrieval stages by name; a new stage is one module here and one line below."""
+
+from __future__ import annotations
+
+from mnemic.operation.retrieval.stages.bm25 import Bm25Recall
+from mnemic.operation.retrieval.stages.dense import DenseRecall
+from mnemic.operation.retrieval.stages.fusion import RrfFusion
+from mnemic.operation.retrieval.stages.neighbors import NeighborExpansion
+from mnemic.operation.retrieval.stages.session import SessionFocus
+from mnemic.operation.retrieval.stages.speaker import SpeakerBoost
+
+STAGES = {
+    cls.name: cls
+    for cls in (Bm25Recall, DenseRecall, RrfFusion, SpeakerBoost, SessionFocus, NeighborExpansion)
+}
+
+__all__ = ["STAGES"]

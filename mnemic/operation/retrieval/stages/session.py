@@ -1,0 +1,43 @@
+"""Session focus: turns of a session that matches the query as a whole rank higher.
+
+A session's score is the sum of its candidates' scores, so a session where several turns
+match outweighs a lone stray match elsewhere; each candidate is then scaled by
+``1 + session_weight * (its session's score / the best session's score)``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import ClassVar
+
+from mnemic.config import RetrievalConfig
+from mnemic.infra.embed.base import Embedder
+from mnemic.infra.store.base import Store
+from mnemic.operation.retrieval.state import SearchState
+
+
+class SessionFocus:
+    name: ClassVar[str] = "session"
+
+    def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
+        self.weight = config.session_weight
+
+    def run(self, state: SearchState) -> None:
+        if not state.candidates or self.weight <= 0:
+            return
+        items = state.items(state.candidates)
+        totals: dict[str, float] = defaultdict(float)
+        for cand in state.candidates.values():
+            item = items.get(cand.item_id)
+            if item is not None and item.session_id is not None:
+                totals[item.session_id] += cand.score
+        if not totals:
+            return
+        best = max(totals.values())
+        for cand in state.candidates.values():
+            item = items.get(cand.item_id)
+            if item is None or item.session_id is None:
+                continue
+            factor = 1 + self.weight * totals[item.session_id] / best
+            cand.score *= factor
+            cand.stages[self.name] = round(factor, 4)

@@ -1,0 +1,60 @@
+"""What retrieval stages share: the request, the candidates so far, and a fetch cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from mnemic.config import RetrievalConfig
+from mnemic.infra.embed.base import Embedder
+from mnemic.infra.store.base import ItemFilter, Scored, Store
+from mnemic.models import MemoryItem
+from mnemic.operation.retrieval.query import QueryAnalysis
+
+
+@dataclass
+class Candidate:
+    item_id: str
+    score: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # stage -> score, rank or factor
+    notes: list[str] = field(default_factory=list)  # why, in words
+
+
+@dataclass
+class SearchState:
+    query: str
+    analysis: QueryAnalysis
+    user_id: str
+    cube_id: str
+    top_k: int
+    flt: ItemFilter
+    store: Store
+    lists: dict[str, list[Scored]] = field(default_factory=dict)  # ranked lists of recall stages
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    _items: dict[str, MemoryItem] = field(default_factory=dict)
+
+    def items(self, ids: Iterable[str]) -> dict[str, MemoryItem]:
+        """Fetch items once per search, whichever stage asks first."""
+        wanted = [i for i in ids if i not in self._items]
+        if wanted:
+            for item in self.store.get_items(self.user_id, self.cube_id, wanted):
+                self._items[item.id] = item
+        return self._items
+
+    def ranked(self) -> list[Candidate]:
+        return sorted(self.candidates.values(), key=lambda c: c.score, reverse=True)
+
+
+class Stage(Protocol):
+    """One step of retrieval. Recall stages fill ``state.lists``; fusion turns the lists into
+    ``state.candidates``; later stages rescore, add or drop candidates."""
+
+    name: ClassVar[str]
+
+    def __init__(
+        self, store: Store, embedder: Embedder | None, config: RetrievalConfig
+    ) -> None: ...
+
+    def run(self, state: SearchState) -> None: ...
