@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mnemic.config import Settings, load_settings
+from mnemic.config import RetrievalConfig, Settings, load_settings
 from mnemic.errors import AccessDenied, ConfigError, InvalidInput, NotFound
 from mnemic.infra.embed import Embedder, get_embedder
 from mnemic.infra.store.base import ItemFilter, Store
@@ -150,6 +150,11 @@ class Memory:
         if self._retriever is None:
             self._retriever = Retriever(self.store, self.embedder, self.settings.retrieval)
         return self._retriever
+
+    def set_retrieval(self, config: RetrievalConfig) -> None:
+        """Search with another retrieval recipe from now on (stages, weights, depths)."""
+        self._retriever = Retriever(self.store, self.embedder, config)
+        self.settings = self.settings.model_copy(update={"retrieval": config})
 
     def close(self) -> None:
         self.store.close()

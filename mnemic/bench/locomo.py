@@ -237,66 +237,85 @@ class RunResult:
     overall: dict[str, float]
     categories: dict[str, dict[str, float]]
     extra: dict[str, Any] = field(default_factory=dict)
+    conversations: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"overall": {**self.overall, **self.extra}, "categories": self.categories}
+        out = {"overall": {**self.overall, **self.extra}, "categories": self.categories}
+        if self.conversations:
+            out["conversations"] = self.conversations
+        return out
 
 
-def run_mnemic(
+def ingest(
+    mem: Any,
     conversations: Sequence[Conversation],
-    settings: Settings,
-    embedder: Embedder,
     progress: Callable[[str, int], None] | None = None,
-) -> RunResult:
-    from mnemic.sdk import Memory
-
-    timed = TimedEmbedder(embedder)
-    scores = Scores()
-    latencies: list[float] = []
+) -> dict[str, float]:
+    """Add every session of every conversation; one user per conversation."""
+    timed = mem.embedder
+    timed.seconds = 0.0
     items_added = 0
-    ingest_s = 0.0
-    with Memory(settings, embedder=timed) as mem:
-        timed.seconds = 0.0
-        for conv in conversations:
-            user = f"locomo-{conv.name}"
-            t = time.perf_counter()
-            for session_id, when, turns in conv.sessions:
-                added = mem.add(turns, user_id=user, session_id=session_id, timestamp=when)
-                items_added += len(added)
-                if progress:
-                    progress("ingest", len(added))
-            ingest_s += time.perf_counter() - t
-        embed_ingest_s = timed.seconds
-        for conv in conversations:
-            user = f"locomo-{conv.name}"
-            for q in conv.questions:
-                t = time.perf_counter()
-                hits: list[SearchHit] = mem.search(q.text, user_id=user, top_k=POOL)
-                latencies.append((time.perf_counter() - t) * 1000)
-                ranked = [h.item for h in hits]
-                packed = {b: [h.item for h in pack(hits, b)] for b in BUDGETS}
-                scores.add(q.category, score_ranking(q, ranked, packed))
-                if progress:
-                    progress("search", 1)
-    extra = {
-        "search_p50_ms": round(float(np.percentile(latencies, 50)), 2),
-        "search_p95_ms": round(float(np.percentile(latencies, 95)), 2),
+    t = time.perf_counter()
+    for conv in conversations:
+        for session_id, when, turns in conv.sessions:
+            added = mem.add(turns, user_id=user_of(conv), session_id=session_id, timestamp=when)
+            items_added += len(added)
+            if progress:
+                progress("ingest", len(added))
+    ingest_s = time.perf_counter() - t
+    return {
         "ingest_items_per_s": round(items_added / ingest_s, 1) if ingest_s else 0.0,
-        "ingest_share_outside_embedder": round(1 - embed_ingest_s / ingest_s, 3)
+        "ingest_share_outside_embedder": round(1 - timed.seconds / ingest_s, 3)
         if ingest_s
         else 0.0,
         "items": items_added,
+    }
+
+
+def user_of(conv: Conversation) -> str:
+    return f"locomo-{conv.name}"
+
+
+def evaluate(
+    mem: Any,
+    conversations: Sequence[Conversation],
+    progress: Callable[[str, int], None] | None = None,
+) -> RunResult:
+    """Search every question with the memory's current retrieval recipe and score it."""
+    scores = Scores()
+    per_conv: dict[str, Scores] = {}
+    latencies: list[float] = []
+    for conv in conversations:
+        conv_scores = per_conv[conv.name] = Scores()
+        for q in conv.questions:
+            t = time.perf_counter()
+            hits: list[SearchHit] = mem.search(q.text, user_id=user_of(conv), top_k=POOL)
+            latencies.append((time.perf_counter() - t) * 1000)
+            ranked = [h.item for h in hits]
+            packed = {b: [h.item for h in pack(hits, b)] for b in BUDGETS}
+            values = score_ranking(q, ranked, packed)
+            scores.add(q.category, values)
+            conv_scores.add(q.category, values)
+            if progress:
+                progress("search", 1)
+    extra: dict[str, Any] = {
+        "search_p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "search_p95_ms": round(float(np.percentile(latencies, 95)), 2),
         "questions": len(latencies),
     }
-    return RunResult(scores.overall(), scores.categories(), extra)
+    result = RunResult(scores.overall(), scores.categories(), extra)
+    result.conversations = {name: s.overall() for name, s in per_conv.items()}
+    return result
 
 
 def run_bm25_baseline(conversations: Sequence[Conversation]) -> RunResult:
     from mnemic.models import Source
 
     scores = Scores()
+    per_conv: dict[str, Scores] = {}
     latencies: list[float] = []
     for conv in conversations:
+        conv_scores = per_conv[conv.name] = Scores()
         items = [
             MemoryItem(
                 user_id="baseline",
@@ -316,12 +335,43 @@ def run_bm25_baseline(conversations: Sequence[Conversation]) -> RunResult:
             latencies.append((time.perf_counter() - t0) * 1000)
             hits = [SearchHit(item=i, score=0.0) for i in ranked]
             packed = {b: [h.item for h in pack(hits, b)] for b in BUDGETS}
-            scores.add(q.category, score_ranking(q, ranked, packed))
+            values = score_ranking(q, ranked, packed)
+            scores.add(q.category, values)
+            conv_scores.add(q.category, values)
     extra = {
         "search_p50_ms": round(float(np.percentile(latencies, 50)), 2),
         "search_p95_ms": round(float(np.percentile(latencies, 95)), 2),
     }
-    return RunResult(scores.overall(), scores.categories(), extra)
+    return RunResult(
+        scores.overall(),
+        scores.categories(),
+        extra,
+        conversations={name: c.overall() for name, c in per_conv.items()},
+    )
+
+
+def ablations(stages: Sequence[str]) -> dict[str, list[str]]:
+    """The default recipe, each stage left out in turn, and each recall stage alone."""
+    variants = {"all stages": list(stages)}
+    for stage in stages:
+        if stage == "fusion":
+            continue  # without fusion there are no candidates: the recall-only rows show it
+        rest = [s for s in stages if s != stage]
+        if any(s in rest for s in ("bm25", "dense")):
+            variants[f"without {stage}"] = rest
+    for recall in ("bm25", "dense"):
+        if recall in stages:
+            variants[f"{recall} alone"] = [recall, "fusion"]
+    return variants
+
+
+ABLATION_KEYS = (
+    "recall_all@10",
+    "recall_all@500tok",
+    "recall_all@1000tok",
+    "recall_all@2000tok",
+    "search_p50_ms",
+)
 
 
 def run(
@@ -329,27 +379,59 @@ def run(
     settings: Settings | None = None,
     embedder: Embedder | None = None,
     progress: Callable[[str, int], None] | None = None,
+    *,
+    ablate: bool = False,
+    stages: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run mnemic and the baseline on every conversation in ``path``; return the JSON report."""
+    """Run mnemic and the baseline on every conversation in ``path``; return the JSON report.
+
+    ``stages`` replaces the configured retrieval recipe; ``ablate`` adds one row per variant
+    of it (``report["ablation"]``), all searched over the same ingested store.
+    """
     from mnemic.config import load_settings
     from mnemic.infra.embed import get_embedder
+    from mnemic.sdk import Memory
 
     conversations = load_conversations(path)
+    base = settings or load_settings()
+    retrieval = base.retrieval
+    if stages is not None:
+        retrieval = retrieval.model_copy(update={"stages": list(stages)})
     with tempfile.TemporaryDirectory(prefix="mnemic-locomo-") as home:
-        base = settings or load_settings()
         settings = base.model_copy(
-            update={"home": Path(home), "store": base.store.model_copy(update={"path": None})}
+            update={
+                "home": Path(home),
+                "store": base.store.model_copy(update={"path": None}),
+                "retrieval": retrieval,
+            }
         )
-        embedder = embedder or get_embedder(settings.embedder)
-        ours = run_mnemic(conversations, settings, embedder, progress)
+        timed = TimedEmbedder(embedder or get_embedder(settings.embedder))
+        with Memory(settings, embedder=timed) as mem:
+            ingest_stats = ingest(mem, conversations, progress)
+            ours = evaluate(mem, conversations, progress)
+            ours.extra.update(ingest_stats)
+            ablation: dict[str, dict[str, Any]] = {}
+            if ablate:
+                for name, recipe in ablations(retrieval.stages).items():
+                    mem.set_retrieval(retrieval.model_copy(update={"stages": recipe}))
+                    result = evaluate(mem, conversations)
+                    ablation[name] = {
+                        "stages": recipe,
+                        **{k: {**result.overall, **result.extra}[k] for k in ABLATION_KEYS},
+                        "multi-hop@1000tok": result.categories.get("multi-hop", {}).get(
+                            "recall_all@1000tok"
+                        ),
+                    }
     baseline = run_bm25_baseline(conversations)
     report = ours.as_dict()
     report["baseline_bm25"] = baseline.as_dict()
+    if ablation:
+        report["ablation"] = ablation
     report["config"] = {
         "path": str(path),
         "conversations": [c.name for c in conversations],
-        "embedder": embedder.id,
-        "retrieval": settings.retrieval.model_dump(),
+        "embedder": timed.id,
+        "retrieval": retrieval.model_dump(),
         "reader": settings.reader.model_dump(),
         "tokenizer": "cl100k_base",
     }

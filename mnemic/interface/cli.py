@@ -236,6 +236,13 @@ def bench_locomo(
         typer.Argument(help="A folder of LoCoMo .json files (default ../shared/bench/locomo)."),
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    ablate: Annotated[
+        bool, typer.Option("--ablate", help="Also one row per recipe variant (stage on/off).")
+    ] = False,
+    stages: Annotated[
+        str | None,
+        typer.Option(help="Retrieval recipe, comma-separated (default: the configured one)."),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Retrieval recall on LoCoMo against a BM25 baseline, latency and ingest speed."""
@@ -261,9 +268,15 @@ def bench_locomo(
             "search": bar.add_task("search questions", total=questions),
         }
         report = locomo.run(
-            path, load_settings(config), progress=lambda what, n: bar.advance(tasks[what], n)
+            path,
+            load_settings(config),
+            progress=lambda what, n: bar.advance(tasks[what], n),
+            ablate=ablate,
+            stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
         )
     print_locomo(report)
+    if ablate:
+        print_ablation(report)
     if json_out:
         json_out.write_text(json.dumps(report, indent=2))
         console.print(f"wrote {json_out}")
@@ -309,6 +322,28 @@ def print_locomo(report: dict[str, Any]) -> None:
         f"outside the embedder · {o['items']} items, {o['questions']} questions · "
         f"embedder {report['config']['embedder']}"
     )
+
+
+def print_ablation(report: dict[str, Any]) -> None:
+    table = Table(title="Ablation: each row searches the same store with another recipe")
+    for column in ("variant", "all@10", "all@500t", "all@1kt", "all@2kt", "multi@1kt", "p50 ms"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, row in report["ablation"].items():
+        table.add_row(
+            name,
+            *(
+                f"{row[k]:.3f}"
+                for k in (
+                    "recall_all@10",
+                    "recall_all@500tok",
+                    "recall_all@1000tok",
+                    "recall_all@2000tok",
+                )
+            ),
+            f"{row['multi-hop@1000tok']:.3f}" if row["multi-hop@1000tok"] is not None else "",
+            f"{row['search_p50_ms']:.1f}",
+        )
+    console.print(table)
 
 
 def main() -> None:

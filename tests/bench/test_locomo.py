@@ -101,3 +101,12 @@ def test_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "bm25" in result.output and "all@1kt" in result.output
     assert json.loads(out.read_text())["config"]["tokenizer"] == "cl100k_base"
+
+
+def test_ablation_rows_share_one_store(tmp_path: Path, embedder) -> None:
+    report = run(write_conversation(tmp_path / "c"), embedder=embedder, ablate=True)
+    rows = report["ablation"]
+    assert rows["all stages"]["stages"] == report["config"]["retrieval"]["stages"]
+    assert "without speaker" in rows and "bm25 alone" in rows and "dense alone" in rows
+    assert rows["bm25 alone"]["stages"] == ["bm25", "fusion"]
+    assert set(report["conversations"]) == {"conv"}

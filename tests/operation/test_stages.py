@@ -1,0 +1,96 @@
+"""Each retrieval stage's behaviour on small cases of our own making, through the SDK."""
+
+from __future__ import annotations
+
+from mnemic import Memory
+from mnemic.operation.retrieval.query import analyze
+
+
+def recipe(memory: Memory, *stages: str, **params) -> None:
+    memory.set_retrieval(
+        memory.settings.retrieval.model_copy(update={"stages": list(stages), **params})
+    )
+
+
+def test_analyze_finds_named_speakers_with_possessives() -> None:
+    a = analyze("What is Caroline's favourite book, and did Mel read it?", ["Caroline", "Mel"])
+    assert a.speakers == {"Caroline", "Mel"}
+    assert analyze("What did carolines do?", ["Caroline"]).speakers == frozenset()
+    assert analyze("Where did Ana Lopez go?", ["Ana Lopez", "Ana"]).speakers == {
+        "Ana Lopez",
+        "Ana",
+    }
+
+
+def test_speaker_stage_prefers_the_named_speaker(memory: Memory) -> None:
+    memory.add(
+        [
+            {"speaker": "Ben", "content": "I love hiking in the mountains.", "id": "b"},
+            {"speaker": "Ana", "content": "Hiking is fun, I love it too.", "id": "a"},
+        ],
+        user_id="u",
+        session_id="s1",
+    )
+    recipe(memory, "bm25", "dense", "fusion")
+    plain = memory.search("What does Ana love?", user_id="u", top_k=2)
+    recipe(memory, "bm25", "dense", "fusion", "speaker", speaker_boost=5.0)
+    boosted = memory.search("What does Ana love?", user_id="u", top_k=2)
+    assert boosted[0].item.speaker == "Ana"
+    assert boosted[0].stages["speaker"] == 6.0 and "whom the query names" in boosted[0].why
+    assert boosted[0].score > plain[[h.item.speaker for h in plain].index("Ana")].score
+
+
+def test_neighbors_stage_brings_the_adjacent_turn(memory: Memory) -> None:
+    memory.add(
+        [
+            {"speaker": "Ana", "content": "Guess what I bought for the garden?", "id": "q"},
+            {"speaker": "Ben", "content": "No idea, tell me.", "id": "x"},
+            {"speaker": "Ana", "content": "A lemon tree!", "id": "a"},
+            {"speaker": "Ben", "content": "Unrelated: the weather is nice.", "id": "w"},
+        ],
+        user_id="u",
+        session_id="s1",
+    )
+    memory.add("Something else entirely about trains.", user_id="u", session_id="s2")
+    recipe(memory, "bm25", "fusion")
+    found = memory.search("bought for the garden", user_id="u", top_k=5)
+    assert found[0].item.source.message_ids == ["q"]
+    assert ["a"] not in [h.item.source.message_ids for h in found]
+    recipe(
+        memory,
+        "bm25",
+        "fusion",
+        "neighbors",
+        neighbor_seeds=1,
+        neighbor_window=2,
+        neighbor_decay=0.5,
+    )
+    hits = memory.search("bought for the garden", user_id="u", top_k=5)
+    got = {h.item.source.message_ids[0]: h for h in hits}
+    assert set(got) == {"q", "x", "a"}  # within two turns, same session only
+    assert got["a"].stages["neighbors"] == 2 and "from a strong hit" in got["a"].why
+    assert got["q"].score > got["a"].score
+
+
+def test_session_stage_favours_the_session_that_matches_as_a_whole(memory: Memory) -> None:
+    memory.add(
+        ["We planned the trip to Japan.", "The Japan trip needs visas.", "Cherry blossoms!"],
+        user_id="u",
+        session_id="travel",
+    )
+    # filler keeps "trip" rare: BM25 gives no weight to a term in over half of the items
+    filler = [f"Note number {n} is about nothing much." for n in range(12)]
+    memory.add(["My cousin mentioned a trip once.", *filler], user_id="u", session_id="misc")
+    recipe(memory, "bm25", "fusion", "session", session_weight=1.0)
+    hits = memory.search("trip", user_id="u", top_k=4)
+    by_session = {h.item.session_id: h.stages.get("session") for h in hits}
+    assert by_session["travel"] > by_session["misc"]
+
+
+def test_unknown_stage_is_a_config_error(memory: Memory) -> None:
+    import pytest
+
+    from mnemic import ConfigError
+
+    with pytest.raises(ConfigError, match="available"):
+        recipe(memory, "bm25", "telepathy")
