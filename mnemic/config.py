@@ -57,7 +57,16 @@ class RetrievalConfig(BaseModel):
 
     # the recipe: stages run in this order (see mnemic/operation/retrieval/stages/)
     stages: list[str] = Field(
-        default_factory=lambda: ["bm25", "dense", "fusion", "speaker", "neighbors"]
+        default_factory=lambda: [
+            "bm25",
+            "dense",
+            "time",
+            "fusion",
+            "feedback",
+            "speaker",
+            "session",
+            "neighbors",
+        ]
     )
     candidates: int = Field(default=50, ge=1, le=10_000)  # per recall stage
     # fusion: weighted reciprocal rank, weight / (rrf_k + rank) per recall list
@@ -66,6 +75,15 @@ class RetrievalConfig(BaseModel):
     fulltext_weight: float = Field(default=1.0, ge=0)
     # bm25: weight of an item's index keys (context turns, ...) relative to its own words
     keys_weight: float = Field(default=0.5, ge=0)
+    # time: recall again within the span the query names, widened by time_slack_days after
+    # its end; those lists count time_weight times a plain recall list in fusion
+    time_slack_days: int = Field(default=14, ge=0, le=3650)
+    time_weight: float = Field(default=1.0, ge=0)
+    # feedback: words shared by >= 2 of the best feedback_docs hits, up to feedback_terms,
+    # searched with the query; their list joins fusion at feedback_weight
+    feedback_docs: int = Field(default=5, ge=2, le=100)
+    feedback_terms: int = Field(default=8, ge=1, le=64)
+    feedback_weight: float = Field(default=0.5, ge=0)
     # speaker: score factor 1 + speaker_boost for items said by a speaker the query names
     speaker_boost: float = Field(default=0.5, ge=0)
     # session: factor 1 + session_weight * (session's summed score / best session's)

@@ -94,3 +94,40 @@ def test_unknown_stage_is_a_config_error(memory: Memory) -> None:
 
     with pytest.raises(ConfigError, match="available"):
         recipe(memory, "bm25", "telepathy")
+
+
+def test_time_stage_recalls_what_was_said_in_the_named_month(memory: Memory) -> None:
+    for month, text in [
+        (3, "We went hiking by the lake."),
+        (7, "We went hiking in the hills."),
+        (11, "We went hiking at the coast."),
+    ]:
+        memory.add(text, user_id="u", session_id=f"m{month}", timestamp=f"2022-{month:02d}-10")
+    filler = [f"Filler note {n} about groceries." for n in range(10)]
+    memory.add(filler, user_id="u", session_id="x", timestamp="2022-01-01")
+    recipe(memory, "bm25", "dense", "time", "fusion", time_slack_days=14)
+    hits = memory.search("Where did we go hiking in July 2022?", user_id="u", top_k=3)
+    assert hits[0].item.session_id == "m7"
+    assert "bm25@time_rank" in hits[0].stages and "dense@time_rank" in hits[0].stages
+    assert "time 'July 2022'" in hits[0].why
+    assert all("bm25@time_rank" not in h.stages for h in hits[1:])  # outside the span
+
+
+def test_feedback_stage_reaches_turns_that_share_the_hits_words(memory: Memory) -> None:
+    memory.add(
+        [
+            "I love my pottery class.",
+            "Pottery and clay keep me calm.",
+            "The clay bowl is done.",
+            "Glazing clay is messy.",
+            *[f"Note {n} about the weather." for n in range(10)],
+        ],
+        user_id="u",
+        session_id="s",
+    )
+    recipe(memory, "bm25", "fusion", "feedback", feedback_docs=3, feedback_weight=1.0)
+    hits = memory.search("pottery", user_id="u", top_k=6)
+    texts = [h.item.text for h in hits]
+    # "clay" is shared by the pottery hits, so the glazing turn, which never says pottery, comes
+    assert "Glazing clay is messy." in texts
+    assert "feedback terms: clay" in hits[0].why

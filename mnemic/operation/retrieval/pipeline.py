@@ -61,7 +61,7 @@ class Retriever:
                 item=items[c.item_id],
                 score=c.score,
                 stages=c.stages,
-                why="; ".join(c.notes),
+                why="; ".join([*c.notes, *state.notes]),
             )
             for c in best
             if c.item_id in items

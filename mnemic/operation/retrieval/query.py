@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+
+from mnemic.operation.retrieval.timeparse import TimeRange, parse_time_range
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
@@ -14,13 +17,19 @@ class QueryAnalysis:
     text: str
     words: tuple[str, ...]
     speakers: frozenset[str] = field(default_factory=frozenset)  # known speakers it names
+    time_range: TimeRange | None = None  # the span its time expressions cover
 
 
-def analyze(query: str, known_speakers: Iterable[str] = ()) -> QueryAnalysis:
-    """Find the known speakers a query names, as whole words, ignoring case and a possessive."""
+def analyze(
+    query: str, known_speakers: Iterable[str] = (), now: datetime | None = None
+) -> QueryAnalysis:
+    """The known speakers a query names (whole words, any case, possessives too) and the time
+    span it is about (relative expressions count back from ``now``)."""
     words = tuple(w.lower() for w in _WORD.findall(query))
     bare = {w[:-2] if w.endswith("'s") else w for w in words}
     named = frozenset(
         s for s in known_speakers if s and all(part.lower() in bare for part in s.split())
     )
-    return QueryAnalysis(text=query, words=words, speakers=named)
+    return QueryAnalysis(
+        text=query, words=words, speakers=named, time_range=parse_time_range(query, now)
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
+
+import numpy as np
 
 from mnemic.config import RetrievalConfig
 from mnemic.infra.embed.base import Embedder
@@ -33,7 +36,17 @@ class SearchState:
     lists: dict[str, list[Scored]] = field(default_factory=dict)  # ranked lists of recall stages
     candidates: dict[str, Candidate] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the query was understood to ask
     _items: dict[str, MemoryItem] = field(default_factory=dict)
+    _vector: np.ndarray | None = None
+
+    def query_vector(self, embedder: Embedder | None) -> np.ndarray | None:
+        """The query's embedding, computed once per search by whichever stage needs it."""
+        if self._vector is None and embedder is not None:
+            t = time.perf_counter()
+            self._vector = embedder.embed([self.query])[0]
+            self.timings_ms["embed"] = (time.perf_counter() - t) * 1000
+        return self._vector
 
     def items(self, ids: Iterable[str]) -> dict[str, MemoryItem]:
         """Fetch items once per search, whichever stage asks first."""

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from mnemic.operation.retrieval.stages.bm25 import Bm25Recall
 from mnemic.operation.retrieval.stages.dense import DenseRecall
+from mnemic.operation.retrieval.stages.feedback import Feedback
 from mnemic.operation.retrieval.stages.fusion import RrfFusion
 from mnemic.operation.retrieval.stages.neighbors import NeighborExpansion
 from mnemic.operation.retrieval.stages.session import SessionFocus
 from mnemic.operation.retrieval.stages.speaker import SpeakerBoost
+from mnemic.operation.retrieval.stages.time import TimeFocus
 
 STAGES = {
     cls.name: cls
-    for cls in (Bm25Recall, DenseRecall, RrfFusion, SpeakerBoost, SessionFocus, NeighborExpansion)
+    for cls in (
+        Bm25Recall,
+        DenseRecall,
+        TimeFocus,
+        RrfFusion,
+        Feedback,
+        SpeakerBoost,
+        SessionFocus,
+        NeighborExpansion,
+    )
 }
 
 __all__ = ["STAGES"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
 from mnemic.config import RetrievalConfig
@@ -18,11 +17,9 @@ class DenseRecall:
         self.store, self.embedder, self.config = store, embedder, config
 
     def run(self, state: SearchState) -> None:
-        if self.embedder is None:
+        vector = state.query_vector(self.embedder)
+        if vector is None:
             return
-        t = time.perf_counter()
-        vector = self.embedder.embed([state.query])[0]
-        state.timings_ms["embed"] = (time.perf_counter() - t) * 1000
         state.lists[self.name] = self.store.vector_search(
             state.user_id,
             state.cube_id,

@@ -34,7 +34,13 @@ class RrfFusion:
         self.config = config
 
     def run(self, state: SearchState) -> None:
-        weights = {"bm25": self.config.fulltext_weight, "dense": self.config.dense_weight}
+        cfg = self.config
+        weights = {
+            "bm25": cfg.fulltext_weight,
+            "dense": cfg.dense_weight,
+            "bm25@time": cfg.fulltext_weight * cfg.time_weight,
+            "dense@time": cfg.dense_weight * cfg.time_weight,
+        }
         fused = fuse(state.lists, weights, self.config.rrf_k)
         for item_id, cand in fused.items():
             known = state.candidates.get(item_id)
