@@ -387,6 +387,12 @@ class SQLiteStore:
                 self._write_history(
                     db, item, "add", actor, now, reason, before=None, after=_public(item)
                 )
+        # keep loaded HNSW indexes current now, so insertion cost is paid by writers in
+        # small steps instead of by the next search all at once
+        with self._lock:
+            for scope in {scope_key(i.user_id, i.cube_id) for i in items}:
+                if scope in self._indexes:
+                    self._sync_index(scope)
 
     def _put_vector(
         self, db: sqlite3.Connection, rowid: int | None, scope: str, vector: np.ndarray
