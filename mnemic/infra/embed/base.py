@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from mnemic.errors import InvalidInput
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -26,6 +28,17 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Return an array of shape ``(len(texts), dim)``, dtype float32, rows of norm 1."""
         ...
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as a list, or InvalidInput naming the first one that is not a string."""
+    if isinstance(texts, str):
+        raise InvalidInput("embed() takes a list of texts, not one string: use [text]")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise InvalidInput(f"texts[{i}] is {type(text).__name__}, not str")
+    return out
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 
 from mnemic.config import EmbedderConfig
 from mnemic.errors import BackendUnavailable, InvalidInput
-from mnemic.infra.embed.base import normalize
+from mnemic.infra.embed.base import check_texts, normalize
 
 SHIPPED_MODEL = "all-MiniLM-L6-v2"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -130,14 +130,9 @@ class OnnxEmbedder:
         return self._dim
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):
-            raise InvalidInput("embed() takes a list of texts, not one string: use [text]")
-        texts = list(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidInput(f"texts[{i}] is {type(text).__name__}, not str")
         if len(texts) == 1:  # the search hot path: no batching machinery
             return self._run([self._tokenizer.encode(texts[0]).ids])
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from mnemic.config import EmbedderConfig
 from mnemic.errors import BackendUnavailable, InvalidInput
-from mnemic.infra.embed.base import normalize
+from mnemic.infra.embed.base import check_texts, normalize
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -94,12 +94,7 @@ class OpenAIEmbedder:
         self.close()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):
-            raise InvalidInput("embed() takes a list of texts, not one string: use [text]")
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidInput(f"texts[{i}] is {type(text).__name__}, not str")
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         # OpenAI rejects empty strings; a single space embeds as "nothing" everywhere

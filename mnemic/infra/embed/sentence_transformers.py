@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from mnemic.config import EmbedderConfig
-from mnemic.errors import BackendUnavailable, InvalidInput
-from mnemic.infra.embed.base import normalize
+from mnemic.errors import BackendUnavailable
+from mnemic.infra.embed.base import check_texts, normalize
 
 SHIPPED_MODEL = "all-MiniLM-L6-v2"
 INSTALL_HINT = "pip install torch==2.13.0 && pip install 'mnemic[torch]'"
@@ -73,14 +73,9 @@ class SentenceTransformerEmbedder:
         return self._dim
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):
-            raise InvalidInput("embed() takes a list of texts, not one string: use [text]")
-        texts = list(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidInput(f"texts[{i}] is {type(text).__name__}, not str")
         with self._lock:
             vectors = self._model.encode(
                 texts,
