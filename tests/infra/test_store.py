@@ -267,3 +267,20 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     with pytest.raises(SchemaTooNew, match="upgrade mnemic"):
         SQLiteStore(path)
+
+
+def test_facets_speakers_and_neighbors_are_scoped(store) -> None:
+    a = item(text="one", speaker="Ana", session_id="s1")
+    b = item(text="two", speaker="Ben", session_id="s1")
+    c = item(text="three", speaker="Ana", session_id="s1")
+    other = item(user="bob", text="x", speaker="Bob", session_id="s1")
+    add(store, [a, b, c, other])
+    assert store.facets("ana", "ana/default", [a.id, b.id, other.id]) == {
+        a.id: ("Ana", "s1"),
+        b.id: ("Ben", "s1"),
+    }
+    assert store.speakers("ana", "ana/default") == ["Ana", "Ben"]
+    add(store, [item(text="four", speaker="Cy", session_id="s2")])
+    assert store.speakers("ana", "ana/default") == ["Ana", "Ben", "Cy"]  # cache follows writes
+    assert store.neighbors("ana", "ana/default", [b.id], 1) == {b.id: [(a.id, 1), (c.id, 1)]}
+    assert store.neighbors("ana", "ana/default", [a.id], 5) == {a.id: [(b.id, 1), (c.id, 2)]}

@@ -104,6 +104,13 @@ class Store(Protocol):
 
     def record_access(self, user_id: str, cube_id: str, ids: Sequence[str]) -> None: ...
 
+    def facets(
+        self, user_id: str, cube_id: str, ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, str | None]]:
+        """(speaker, session_id) of each item among ``ids``: what rescoring stages need,
+        without the cost of whole items."""
+        ...
+
     def speakers(self, user_id: str, cube_id: str) -> list[str]:
         """The distinct speakers of the scope's items (cheap: cached until the next write)."""
         ...

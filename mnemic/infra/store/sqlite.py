@@ -573,6 +573,22 @@ class SQLiteStore:
         """Changes whenever anyone commits: our own writes or another connection's."""
         return self._db.execute("PRAGMA data_version").fetchone()[0], self._writes
 
+    def facets(
+        self, user_id: str, cube_id: str, ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, str | None]]:
+        out: dict[str, tuple[str | None, str | None]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._read(
+                f"SELECT id, speaker, session_id FROM items WHERE user_id = ? AND cube_id = ? "
+                f"AND id IN ({marks})",
+                (user_id, cube_id, *chunk),
+            )
+            out.update((r["id"], (r["speaker"], r["session_id"])) for r in rows)
+        return out
+
     def speakers(self, user_id: str, cube_id: str) -> list[str]:
         scope = scope_key(user_id, cube_id)
         with self._lock:

@@ -39,6 +39,7 @@ class SearchState:
     notes: list[str] = field(default_factory=list)  # what the query was understood to ask
     _items: dict[str, MemoryItem] = field(default_factory=dict)
     _vector: np.ndarray | None = None
+    _facets: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def query_vector(self, embedder: Embedder | None) -> np.ndarray | None:
         """The query's embedding, computed once per search by whichever stage needs it."""
@@ -55,6 +56,13 @@ class SearchState:
             for item in self.store.get_items(self.user_id, self.cube_id, wanted):
                 self._items[item.id] = item
         return self._items
+
+    def facets(self, ids: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+        """(speaker, session_id) per item, fetched once per search."""
+        wanted = [i for i in ids if i not in self._facets]
+        if wanted:
+            self._facets.update(self.store.facets(self.user_id, self.cube_id, wanted))
+        return self._facets
 
     def ranked(self) -> list[Candidate]:
         return sorted(self.candidates.values(), key=lambda c: c.score, reverse=True)

@@ -25,19 +25,19 @@ class SessionFocus:
     def run(self, state: SearchState) -> None:
         if not state.candidates or self.weight <= 0:
             return
-        items = state.items(state.candidates)
+        facets = state.facets(state.candidates)
         totals: dict[str, float] = defaultdict(float)
         for cand in state.candidates.values():
-            item = items.get(cand.item_id)
-            if item is not None and item.session_id is not None:
-                totals[item.session_id] += cand.score
+            session = facets.get(cand.item_id, (None, None))[1]
+            if session is not None:
+                totals[session] += cand.score
         if not totals:
             return
         best = max(totals.values())
         for cand in state.candidates.values():
-            item = items.get(cand.item_id)
-            if item is None or item.session_id is None:
+            session = facets.get(cand.item_id, (None, None))[1]
+            if session is None:
                 continue
-            factor = 1 + self.weight * totals[item.session_id] / best
+            factor = 1 + self.weight * totals[session] / best
             cand.score *= factor
             cand.stages[self.name] = round(factor, 4)

@@ -20,10 +20,10 @@ class SpeakerBoost:
         named = state.analysis.speakers
         if not named or not state.candidates:
             return
-        items = state.items(state.candidates)
+        facets = state.facets(state.candidates)
         for cand in state.candidates.values():
-            item = items.get(cand.item_id)
-            if item is not None and item.speaker in named:
+            speaker = facets.get(cand.item_id, (None, None))[0]
+            if speaker in named:
                 cand.score *= 1 + self.boost
                 cand.stages[self.name] = 1 + self.boost
-                cand.notes.append(f"said by {item.speaker}, whom the query names")
+                cand.notes.append(f"said by {speaker}, whom the query names")
