@@ -76,8 +76,9 @@ class RetrievalConfig(BaseModel):
     rrf_k: int = Field(default=20, ge=1)  # 10-20 is a plateau on LoCoMo dev; 60 loses 4 pts
     dense_weight: float = Field(default=1.0, ge=0)
     fulltext_weight: float = Field(default=1.0, ge=0)
-    # bm25: weight of an item's index keys (context turns, ...) relative to its own words
-    keys_weight: float = Field(default=0.5, ge=0)
+    # bm25: weight of the BM25 score over an item's index keys (the item with the turns
+    # before it) added to the score over its own words; 2-5 is a plateau on LoCoMo dev
+    keys_weight: float = Field(default=2.0, ge=0)
     # time: recall again within the span the query names, widened by time_slack_days after
     # its end; those lists count time_weight times a plain recall list in fusion
     time_slack_days: int = Field(default=14, ge=0, le=3650)
@@ -103,7 +104,7 @@ class ReaderConfig(BaseModel):
 
     backend: Literal["deterministic"] = "deterministic"
     # each raw turn is indexed with this many preceding turns of its session as context
-    context_turns: int = Field(default=1, ge=0, le=10)
+    context_turns: int = Field(default=2, ge=0, le=10)
 
 
 class Settings(BaseSettings):

@@ -284,3 +284,17 @@ def test_facets_speakers_and_neighbors_are_scoped(store) -> None:
     assert store.speakers("ana", "ana/default") == ["Ana", "Ben", "Cy"]  # cache follows writes
     assert store.neighbors("ana", "ana/default", [b.id], 1) == {b.id: [(a.id, 1), (c.id, 1)]}
     assert store.neighbors("ana", "ana/default", [a.id], 5) == {a.id: [(b.id, 1), (c.id, 2)]}
+
+
+def test_keys_repeating_neighbours_do_not_drown_a_word(store) -> None:
+    texts = ["we bought a lemon tree", "nice", "it needs sun", "water it weekly", "ok"]
+    items = [
+        item(text=t, index_text="\n".join(texts[max(0, n - 2) : n + 1]))
+        for n, t in enumerate(texts)
+    ]
+    add(store, items)
+    # "lemon" is in 1 of 5 items' own words but in 3 of 5 keys: it must still find them,
+    # the item that says it first
+    found = store.fulltext_search("ana", "ana/default", "lemon", 5)
+    assert found[0].item_id == items[0].id
+    assert {s.item_id for s in found} == {i.id for i in items[:3]}

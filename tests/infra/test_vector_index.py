@@ -46,10 +46,13 @@ def test_exact_below_threshold_matches_numpy():
         assert np.all(np.diff(got_s) <= 0)
 
 
-def test_hnsw_recall_at_10_above_threshold():
+@pytest.mark.parametrize("ef", [None, 64])
+def test_hnsw_recall_at_10_above_threshold(ef):
     data = clustered(4000, seed=2)
     keys = np.arange(4000, dtype=np.int64)
-    ix = VectorIndex(DIM, exact_threshold=100)  # forces the HNSW path
+    ix = VectorIndex(DIM, exact_threshold=100, threads=1)  # HNSW path, deterministic build
+    if ef is not None:  # a small beam: the graph itself must be good, not the search width
+        ix.expansion_search = ef
     ix.add(keys, data)
     queries = clustered(100, seed=3)
     hits = 0

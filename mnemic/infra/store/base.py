@@ -138,9 +138,9 @@ class Store(Protocol):
         k: int,
         flt: ItemFilter = ItemFilter(),
         *,
-        keys_weight: float = 0.5,
+        keys_weight: float = 2.0,
     ) -> list[Scored]:
-        """BM25 over each item's own words plus its index keys, the keys weighted less."""
+        """BM25 over an item's own words plus, times keys_weight, BM25 over its index keys."""
         ...
 
     def vector_search(

@@ -81,7 +81,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX items_scope ON items(user_id, cube_id, status, valid_from);
     CREATE INDEX items_session ON items(user_id, cube_id, session_id);
     CREATE VIRTUAL TABLE items_fts USING fts5(
-        scope, body, keys, tokenize = 'porter unicode61 remove_diacritics 2'
+        scope, body, tokenize = 'porter unicode61 remove_diacritics 2'
+    );
+    CREATE VIRTUAL TABLE keys_fts USING fts5(
+        scope, keys, tokenize = 'porter unicode61 remove_diacritics 2'
     );
     CREATE TABLE vectors (
         item_rowid INTEGER PRIMARY KEY,
@@ -378,10 +381,7 @@ class SQLiteStore:
                     raise Conflict(f"an item with id {item.id} already exists") from exc
                 rowid = cur.lastrowid
                 scope = scope_key(item.user_id, item.cube_id)
-                db.execute(
-                    "INSERT INTO items_fts(rowid, scope, body, keys) VALUES (?, ?, ?, ?)",
-                    (rowid, scope, *_fts_columns(item)),
-                )
+                self._put_fulltext(db, rowid, scope, item)
                 if vectors is not None:
                     self._put_vector(db, rowid, scope, vectors[n])
                 self._write_history(
@@ -393,6 +393,22 @@ class SQLiteStore:
             for scope in {scope_key(i.user_id, i.cube_id) for i in items}:
                 if scope in self._indexes:
                     self._sync_index(scope)
+
+    def _put_fulltext(
+        self, db: sqlite3.Connection, rowid: int | None, scope: str, item: MemoryItem
+    ) -> None:
+        body, keys = _fts_columns(item)
+        db.execute(
+            "INSERT INTO items_fts(rowid, scope, body) VALUES (?, ?, ?)", (rowid, scope, body)
+        )
+        if keys:
+            db.execute(
+                "INSERT INTO keys_fts(rowid, scope, keys) VALUES (?, ?, ?)", (rowid, scope, keys)
+            )
+
+    def _drop_fulltext(self, db: sqlite3.Connection, rowid: int) -> None:
+        db.execute("DELETE FROM items_fts WHERE rowid = ?", (rowid,))
+        db.execute("DELETE FROM keys_fts WHERE rowid = ?", (rowid,))
 
     def _put_vector(
         self, db: sqlite3.Connection, rowid: int | None, scope: str, vector: np.ndarray
@@ -505,11 +521,8 @@ class SQLiteStore:
             )
             scope = scope_key(new.user_id, new.cube_id)
             if _fts_columns(new) != _fts_columns(old):
-                db.execute("DELETE FROM items_fts WHERE rowid = ?", (row["rowid_"],))
-                db.execute(
-                    "INSERT INTO items_fts(rowid, scope, body, keys) VALUES (?, ?, ?, ?)",
-                    (row["rowid_"], scope, *_fts_columns(new)),
-                )
+                self._drop_fulltext(db, row["rowid_"])
+                self._put_fulltext(db, row["rowid_"], scope, new)
             if vectors is not None:
                 self._put_vector(db, row["rowid_"], scope, vectors[0])
             self._write_history(
@@ -534,7 +547,7 @@ class SQLiteStore:
                 raise NotFound(f"no item {item_id} in cube {cube_id} of user {user_id}")
             rowid = row["rowid_"]
             scope = scope_key(user_id, cube_id)
-            db.execute("DELETE FROM items_fts WHERE rowid = ?", (rowid,))
+            self._drop_fulltext(db, rowid)
             if db.execute("DELETE FROM vectors WHERE item_rowid = ?", (rowid,)).rowcount:
                 db.execute(
                     "INSERT INTO vector_log(scope, item_rowid, op) VALUES (?, ?, 0)",
@@ -669,22 +682,32 @@ class SQLiteStore:
         k: int,
         flt: ItemFilter = ItemFilter(),
         *,
-        keys_weight: float = 0.5,
+        keys_weight: float = 2.0,
     ) -> list[Scored]:
         terms = fts_query(query)
         if terms is None or k <= 0:
             return []
         where, params = _where(flt)
-        match = f'scope : "{scope_key(user_id, cube_id)}" AND {{body keys}} : ({terms})'
-        rows = self._read(
-            "SELECT i.id, bm25(items_fts, 0.0, 1.0, ?) AS rank FROM items_fts "
-            "JOIN items i ON i.rowid = items_fts.rowid "
-            f"WHERE items_fts MATCH ? AND i.user_id = ? AND i.cube_id = ?{where} "
-            "ORDER BY rank LIMIT ?",
-            (float(keys_weight), match, user_id, cube_id, *params, k),
-        )
-        # FTS5's bm25() is negative (lower is better); flip it so higher is better
-        return [Scored(r["id"], -float(r["rank"])) for r in rows]
+        match = f'scope : "{scope_key(user_id, cube_id)}" AND ({terms})'
+        # Own words and keys live in separate tables so that each has its own document
+        # frequencies: a key repeats its neighbours' words, and in one table those repeats
+        # would push common words past half the rows, where BM25's IDF turns to nothing.
+        scores: dict[str, float] = {}
+        for table, weight in (("items_fts", 1.0), ("keys_fts", keys_weight)):
+            if weight <= 0:
+                continue
+            rows = self._read(
+                f"SELECT i.id, bm25({table}, 0.0, 1.0) AS rank FROM {table} "
+                f"JOIN items i ON i.rowid = {table}.rowid "
+                f"WHERE {table} MATCH ? AND i.user_id = ? AND i.cube_id = ?{where} "
+                "ORDER BY rank LIMIT ?",
+                (match, user_id, cube_id, *params, 2 * k),
+            )
+            for r in rows:
+                # FTS5's bm25() is negative (lower is better); flip it so higher is better
+                scores[r["id"]] = scores.get(r["id"], 0.0) - weight * float(r["rank"])
+        best = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:k]
+        return [Scored(item_id, score) for item_id, score in best]
 
     def vector_search(
         self,
