@@ -123,14 +123,10 @@ _ITEM_COLUMNS = (
 )
 # fmt: on
 _JSON_COLUMNS = {"source", "entities", "tags", "metadata"}
-_TIME_COLUMNS = {
-    "valid_from",
-    "valid_to",
-    "created_at",
-    "recorded_at",
-    "updated_at",
-    "expires_at",
-    "last_accessed",
+_TIME_COLUMNS = {  # stored as fixed-width UTC text, see ts()
+    name
+    for name, field in MemoryItem.model_fields.items()
+    if field.annotation in (datetime, datetime | None)
 }
 _SELECT = "SELECT i.rowid AS rowid_, " + ", ".join(f"i.{c}" for c in _ITEM_COLUMNS)
 
@@ -447,20 +443,26 @@ class SQLiteStore:
             ),
         )
 
-    def get_items(self, user_id: str, cube_id: str, ids: Sequence[str]) -> list[MemoryItem]:
-        if not ids:
-            return []
-        found: dict[str, MemoryItem] = {}
+    def _rows_by_id(
+        self, select: str, user_id: str, cube_id: str, ids: Sequence[str]
+    ) -> list[sqlite3.Row]:
+        """Rows of the scope's items among ``ids``, in chunks that fit SQLite's limits."""
+        rows: list[sqlite3.Row] = []
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
-            rows = self._read(
-                f"{_SELECT} FROM items i WHERE i.user_id = ? AND i.cube_id = ? "
-                f"AND i.id IN ({marks})",
-                (user_id, cube_id, *chunk),
+            rows.extend(
+                self._read(
+                    f"{select} FROM items i WHERE i.user_id = ? AND i.cube_id = ? "
+                    f"AND i.id IN ({marks})",
+                    (user_id, cube_id, *chunk),
+                )
             )
-            found.update((r["id"], row_to_item(r)) for r in rows)
+        return rows
+
+    def get_items(self, user_id: str, cube_id: str, ids: Sequence[str]) -> list[MemoryItem]:
+        found = {r["id"]: row_to_item(r) for r in self._rows_by_id(_SELECT, user_id, cube_id, ids)}
         return [found[i] for i in ids if i in found]
 
     def list_items(
@@ -589,18 +591,8 @@ class SQLiteStore:
     def facets(
         self, user_id: str, cube_id: str, ids: Sequence[str]
     ) -> dict[str, tuple[str | None, str | None]]:
-        out: dict[str, tuple[str | None, str | None]] = {}
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            rows = self._read(
-                f"SELECT id, speaker, session_id FROM items WHERE user_id = ? AND cube_id = ? "
-                f"AND id IN ({marks})",
-                (user_id, cube_id, *chunk),
-            )
-            out.update((r["id"], (r["speaker"], r["session_id"])) for r in rows)
-        return out
+        rows = self._rows_by_id("SELECT i.id, i.speaker, i.session_id", user_id, cube_id, ids)
+        return {r["id"]: (r["speaker"], r["session_id"]) for r in rows}
 
     def speakers(self, user_id: str, cube_id: str) -> list[str]:
         scope = scope_key(user_id, cube_id)
