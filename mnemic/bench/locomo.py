@@ -34,7 +34,7 @@ import numpy as np
 
 from mnemic.config import Settings
 from mnemic.infra.embed.base import Embedder
-from mnemic.infra.store.sqlite import STOPWORDS
+from mnemic.infra.text import STOPWORDS
 from mnemic.infra.tokens import count_tokens
 from mnemic.models import MemoryItem, SearchHit
 from mnemic.operation.retrieval.packing import context_text, pack

@@ -26,6 +26,7 @@ import numpy as np
 from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew, StoreError
 from mnemic.infra.store.base import ItemFilter, Scored
 from mnemic.infra.store.vector_index import VectorIndex
+from mnemic.infra.text import STOPWORDS
 from mnemic.models import (
     SCHEMA_VERSION,
     CubeManifest,
@@ -131,19 +132,6 @@ _TIME_COLUMNS = {  # stored as fixed-width UTC text, see ts()
 _SELECT = "SELECT i.rowid AS rowid_, " + ", ".join(f"i.{c}" for c in _ITEM_COLUMNS)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-# Function words carry no evidence in an OR query and only slow FTS5 down.
-STOPWORDS = frozenset(
-    """
-    a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for
-    from further had has have having he her here hers herself him himself his how i if in
-    into is it its itself just me more most my myself no nor not now of off on once only
-    or other our ours ourselves out over own same she should so some such than that the
-    their theirs them themselves then there these they this those through to too under
-    until up very was we were what when where which while who whom why will with would you
-    your yours yourself yourselves
-    """.split()  # noqa: SIM905 - a word list reads better as text
-)
 
 SNAPSHOT_EVERY = 5_000  # log entries applied before an index snapshot is rewritten
 

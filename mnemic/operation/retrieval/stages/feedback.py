@@ -14,7 +14,7 @@ from typing import ClassVar
 from mnemic.config import RetrievalConfig
 from mnemic.infra.embed.base import Embedder
 from mnemic.infra.store.base import Store
-from mnemic.infra.store.sqlite import STOPWORDS
+from mnemic.infra.text import STOPWORDS
 from mnemic.operation.retrieval.state import Candidate, SearchState
 
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
