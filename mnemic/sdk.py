@@ -329,9 +329,12 @@ class Memory:
         top_k: int = 10,
         filters: Mapping[str, Any] | SearchFilters | None = None,
         token_budget: int | None = None,
+        now: datetime | str | None = None,
     ) -> list[SearchHit]:
         """Hybrid search in the user's cube. With ``token_budget``, the best hits whose
-        rendered context fits that many tokens (cl100k_base), up to ``top_k`` of them."""
+        rendered context fits that many tokens (cl100k_base), up to ``top_k`` of them.
+        ``now`` is when the question is asked: "last May" or "yesterday" in the query count
+        back from it (default: the current time)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query must be a non-empty string")
         if len(query) > self.settings.max_text_chars:
@@ -350,6 +353,7 @@ class Memory:
             cube_id=cube,
             top_k=top_k,
             flt=_filters(filters).to_item_filter(),
+            now=parse_time(now, "now"),
         )
         if token_budget is not None:
             hits = pack(hits, token_budget)

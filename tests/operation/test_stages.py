@@ -131,3 +131,23 @@ def test_feedback_stage_reaches_turns_that_share_the_hits_words(memory: Memory) 
     # "clay" is shared by the pottery hits, so the glazing turn, which never says pottery, comes
     assert "Glazing clay is messy." in texts
     assert "feedback terms: clay" in hits[0].why
+
+
+def test_relative_time_in_a_query_counts_back_from_now(memory: Memory) -> None:
+    memory.add("We went hiking by the lake.", user_id="u", session_id="a", timestamp="2022-05-10")
+    memory.add("We went hiking in the hills.", user_id="u", session_id="b", timestamp="2023-05-10")
+    memory.add(
+        [f"Filler note {n} about groceries." for n in range(10)],
+        user_id="u",
+        session_id="x",
+        timestamp="2021-01-01",
+    )
+    recipe(memory, "bm25", "dense", "time", "fusion")
+    asked_2022 = memory.search(
+        "Where did we go hiking last May?", user_id="u", top_k=1, now="2022-06-01"
+    )
+    asked_2023 = memory.search(
+        "Where did we go hiking last May?", user_id="u", top_k=1, now="2023-06-01"
+    )
+    assert asked_2022[0].item.session_id == "a"
+    assert asked_2023[0].item.session_id == "b"

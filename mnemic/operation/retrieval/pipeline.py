@@ -9,6 +9,7 @@ Every hit carries its per-stage scores and a sentence saying why it was chosen.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from mnemic.config import RetrievalConfig
 from mnemic.errors import ConfigError
@@ -36,12 +37,20 @@ class Retriever:
         self.last_timings_ms: dict[str, float] = {}
 
     def search(
-        self, query: str, *, user_id: str, cube_id: str, top_k: int, flt: ItemFilter
+        self,
+        query: str,
+        *,
+        user_id: str,
+        cube_id: str,
+        top_k: int,
+        flt: ItemFilter,
+        now: datetime | None = None,
     ) -> list[SearchHit]:
+        """``now`` anchors relative time expressions in the query ("last May"); default: now."""
         speakers = self.store.speakers(user_id, cube_id) if "speaker" in self.config.stages else ()
         state = SearchState(
             query=query,
-            analysis=analyze(query, speakers),
+            analysis=analyze(query, speakers, now),
             user_id=user_id,
             cube_id=cube_id,
             top_k=top_k,
