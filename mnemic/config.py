@@ -47,6 +47,18 @@ class EmbedderConfig(BaseModel):
     max_retries: int = Field(default=3, ge=0)
 
 
+class LLMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["none", "openai"] = "none"
+    # openai: any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp server)
+    model: str = "llama3.2"
+    base_url: str = "http://localhost:11434/v1"  # Ollama's default
+    api_key: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+
+
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,6 +129,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     store: StoreConfig = Field(default_factory=StoreConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     max_text_chars: int = Field(default=100_000, ge=1)
