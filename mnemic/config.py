@@ -104,6 +104,8 @@ class RetrievalConfig(BaseModel):
     speaker_boost: float = Field(default=0.5, ge=0)
     # session: factor 1 + session_weight * (session's summed score / best session's)
     session_weight: float = Field(default=0.5, ge=0)
+    # dedup: of candidates whose word sets overlap this much (Jaccard), keep the best
+    dedup_jaccard: float = Field(default=0.9, gt=0, le=1)
     # neighbors: the best `neighbor_seeds` hits bring their session neighbours within
     # `neighbor_window` turns, at the seed's score times neighbor_decay ** distance
     neighbor_seeds: int = Field(default=5, ge=0)

@@ -151,3 +151,28 @@ def test_relative_time_in_a_query_counts_back_from_now(memory: Memory) -> None:
     )
     assert asked_2022[0].item.session_id == "a"
     assert asked_2023[0].item.session_id == "b"
+
+
+def test_dedup_keeps_one_of_items_that_say_the_same(memory: Memory) -> None:
+    memory.add(
+        [
+            "I live in Lisbon now.",
+            "i live in lisbon now",
+            "Lisbon has trams.",
+            *[f"Filler note {n} about groceries." for n in range(10)],
+        ],
+        user_id="u",
+        session_id="s",
+    )
+    recipe(memory, "bm25", "dense", "fusion")
+    assert (
+        sum(
+            "live in" in h.item.text.lower()
+            for h in memory.search("where do I live", user_id="u", top_k=3)
+        )
+        == 2
+    )
+    recipe(memory, "bm25", "dense", "fusion", "dedup")
+    hits = memory.search("where do I live", user_id="u", top_k=3)
+    assert sum("live in" in h.item.text.lower() for h in hits) == 1
+    assert any("duplicate" in h.why for h in hits)

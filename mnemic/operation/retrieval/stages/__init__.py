@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mnemic.operation.retrieval.stages.bm25 import Bm25Recall
+from mnemic.operation.retrieval.stages.dedup import Dedup
 from mnemic.operation.retrieval.stages.dense import DenseRecall
 from mnemic.operation.retrieval.stages.feedback import Feedback
 from mnemic.operation.retrieval.stages.fusion import RrfFusion
@@ -22,6 +23,7 @@ STAGES = {
         SpeakerBoost,
         SessionFocus,
         NeighborExpansion,
+        Dedup,
     )
 }
 
