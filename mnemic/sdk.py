@@ -167,7 +167,11 @@ class Memory:
 
     # ------------------------------------------------------------------ scope
 
-    def _scope(self, user_id: str, cube_id: str | None, *, create: bool = False) -> str:
+    def _scope(
+        self, user_id: str, cube_id: str | None, *, create: bool = False, embeds: bool = False
+    ) -> str:
+        """The cube a call works on, checked: it exists (or is created), the user owns it, and
+        when the call embeds (``create``/``embeds``), the configured embedder is the cube's."""
         _check_id(user_id, "user_id")
         cube = cube_id if cube_id is not None else default_cube(user_id)
         _check_id(cube, "cube_id")
@@ -183,7 +187,7 @@ class Memory:
                 f"cube {cube!r} belongs to another user; use your own cube_id "
                 "or ask its owner to share it"
             )
-        if create and manifest.embedder and manifest.embedder != self.embedder.id:
+        if (create or embeds) and manifest.embedder and manifest.embedder != self.embedder.id:
             raise ConfigError(
                 f"cube {cube!r} was embedded with {manifest.embedder} but the configured "
                 f"embedder is {self.embedder.id}; configure that embedder or migrate the cube"
@@ -243,7 +247,7 @@ class Memory:
             )
         if not changes:
             raise InvalidInput("nothing to update: pass fields such as text=... or tags=[...]")
-        cube = self._scope(user_id, cube_id)
+        cube = self._scope(user_id, cube_id, embeds="text" in changes)
         old = self.get(item_id, user_id=user_id, cube_id=cube)
         if "text" in changes:
             changes["text"] = check_text(changes["text"], self.settings.max_text_chars)
@@ -344,7 +348,7 @@ class Memory:
         if token_budget is not None and not 1 <= token_budget <= MAX_TOKEN_BUDGET:
             raise InvalidInput(f"token_budget must be within 1..{MAX_TOKEN_BUDGET}")
         try:
-            cube = self._scope(user_id, cube_id)
+            cube = self._scope(user_id, cube_id, embeds=True)
         except NotFound:
             return []  # nothing remembered yet is an empty answer, not an error
         hits = self.retriever.search(

@@ -149,3 +149,25 @@ def test_config_from_toml_and_env(tmp_path, monkeypatch) -> None:
     cfg.write_text("not = [toml")
     with pytest.raises(ConfigError):
         load_settings(cfg)
+
+
+def test_a_cube_refuses_an_embedder_it_was_not_made_with(tmp_path, embedder) -> None:
+    from mnemic import ConfigError
+
+    settings = load_settings(home=tmp_path / "h")
+    with Memory(settings, embedder=embedder) as mem:
+        mem.add("the boat is called Wanda", user_id="ana")
+
+    class Other:  # a real, different embedder: same model, another identity
+        id = "onnx:some-other-model:int8"
+        dim = embedder.dim
+
+        def embed(self, texts):
+            return embedder.embed(texts)
+
+    with Memory(settings, embedder=Other()) as mem:
+        with pytest.raises(ConfigError, match="migrate"):
+            mem.search("boat", user_id="ana")
+        with pytest.raises(ConfigError, match="migrate"):
+            mem.add("more", user_id="ana")
+        assert mem.get_all(user_id="ana")[0].text == "the boat is called Wanda"
