@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def config(**kw: object) -> EmbedderConfig:
-        return EmbedderConfig(batch_size=args.batch_size, threads=args.threads, **kw)
+        return EmbedderConfig.model_validate(
+            {"batch_size": args.batch_size, "threads": args.threads, **kw}
+        )
 
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
     plan: list[tuple[str, Callable[[], Embedder]]] = []

@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -144,7 +144,9 @@ class Scores:
 
 
 def score_ranking(
-    question: Question, ranked: Sequence[MemoryItem], packed: dict[int, Sequence[MemoryItem]]
+    question: Question,
+    ranked: Sequence[MemoryItem],
+    packed: Mapping[int, Sequence[MemoryItem]],
 ) -> dict[str, float]:
     """recall_all/any at each k and each token budget for one question."""
 

@@ -234,7 +234,7 @@ def run_usearch(
     def search(q: np.ndarray) -> np.ndarray:
         return ix.search(q, k)[0]
 
-    rows = []
+    rows: list[Row] = []
     exact = len(ix) <= ix.exact_threshold
     for ef in ([] if exact else efs) or [ix.expansion_search]:
         ix.expansion_search = ef

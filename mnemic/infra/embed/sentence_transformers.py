@@ -55,7 +55,10 @@ class SentenceTransformerEmbedder:
         get_dim = getattr(self._model, "get_embedding_dimension", None)
         if get_dim is None:  # sentence-transformers < 6
             get_dim = self._model.get_sentence_embedding_dimension
-        self._dim = int(get_dim())
+        dim = get_dim()
+        if dim is None:
+            raise BackendUnavailable(f"{source!r} does not report its embedding dimension")
+        self._dim = int(dim)
         self._id = f"sentence-transformers:{_short_name(model)}"
         self._batch_size = batch_size
         self._lock = threading.Lock()

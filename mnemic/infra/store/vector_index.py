@@ -168,7 +168,7 @@ class VectorIndex:
         if int(value) <= 0:
             raise InvalidInput("expansion_search must be positive")
         with self._lock:
-            self._index.expansion_search = int(value)
+            self._index.expansion_search = int(value)  # type: ignore[misc]  # settable at run time
 
     @property
     def memory_usage(self) -> int:

@@ -54,9 +54,7 @@ class Feedback:
             keys_weight=cfg.keys_weight,
         )
         for rank, scored in enumerate(found, start=1):
-            cand = state.candidates.get(scored.item_id)
-            if cand is None:
-                cand = state.candidates[scored.item_id] = Candidate(scored.item_id)
+            cand = state.candidates.setdefault(scored.item_id, Candidate(scored.item_id))
             cand.score += cfg.feedback_weight / (cfg.rrf_k + rank)
             cand.stages[f"{self.name}_rank"] = rank
         state.notes.append(f"feedback terms: {', '.join(terms)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from mnemic.config import RetrievalConfig
@@ -12,7 +12,7 @@ from mnemic.operation.retrieval.state import Candidate, SearchState
 
 
 def fuse(
-    ranked: dict[str, Sequence[Scored]], weights: dict[str, float], rrf_k: int
+    ranked: Mapping[str, Sequence[Scored]], weights: Mapping[str, float], rrf_k: int
 ) -> dict[str, Candidate]:
     """Weighted RRF: each item scores the sum over stages of weight / (rrf_k + rank)."""
     out: dict[str, Candidate] = {}
