@@ -10,12 +10,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from protocol_peer import ProtocolPeer, Reply
 
 from mnemic.config import EmbedderConfig
 from mnemic.errors import BackendUnavailable, InvalidInput
@@ -209,57 +208,12 @@ def test_sentence_transformers_missing_says_how_to_install(
 # --- OpenAI-compatible -----------------------------------------------------------------------
 
 
-@dataclass
-class Reply:
-    status: int = 200
-    body: str | None = None  # None: a well-formed embeddings response
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-class EmbeddingsPeer:
-    """A protocol peer on 127.0.0.1: answers ``POST /v1/embeddings`` as OpenAI does, with
-    vectors derived from the text, or with the scripted replies queued in ``replies``."""
+class EmbeddingsPeer(ProtocolPeer):
+    """Answers ``POST /v1/embeddings`` as OpenAI does, with vectors derived from the text."""
 
     dim = 8
 
-    def __init__(self) -> None:
-        self.replies: list[Reply] = []
-        self.requests: list[dict] = []
-        peer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", 0))
-                payload = json.loads(self.rfile.read(length) or b"{}")
-                peer.requests.append(
-                    {"path": self.path, "auth": self.headers.get("authorization"), **payload}
-                )
-                reply = peer.replies.pop(0) if peer.replies else Reply()
-                if reply.delay_s:
-                    time.sleep(reply.delay_s)
-                body = reply.body if reply.body is not None else peer.answer(payload)
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
-                    for key, value in reply.headers.items():
-                        self.send_header(key, value)
-                    self.send_header("content-length", str(len(body.encode())))
-                    self.end_headers()
-                    self.wfile.write(body.encode())
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def answer(self, payload: dict) -> str:
+    def answer(self, payload: dict, reply: Reply) -> str:
         dim = payload.get("dimensions", self.dim)
         texts = payload["input"]
         data = [
@@ -273,10 +227,6 @@ class EmbeddingsPeer:
     def vector(text: str, dim: int) -> np.ndarray:
         rng = np.random.default_rng(abs(hash(text)) % 2**32)
         return rng.normal(size=dim) * 3  # not unit length: the client normalizes
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -7,14 +7,13 @@ The server here is a protocol peer on 127.0.0.1 speaking the OpenAI chat-complet
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+from protocol_peer import ProtocolPeer, Reply
 from pydantic import BaseModel
 
 from mnemic.errors import BackendUnavailable
@@ -28,74 +27,27 @@ class Fact(BaseModel):
     confident: bool = True
 
 
-@dataclass
-class Reply:
-    content: str = "hello"  # the assistant's text
-    status: int = 200
-    body: str | None = None  # raw body instead of a chat completion
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-    sse: list[str] | None = None  # stream these deltas as server-sent events
+class ChatPeer(ProtocolPeer):
+    """Answers ``POST /v1/chat/completions`` with the scripted content, or streams it."""
 
+    def respond(self, handler: BaseHTTPRequestHandler, payload: dict, reply: Reply) -> None:
+        if reply.sse is None:
+            super().respond(handler, payload, reply)
+            return
+        handler.send_response(200)
+        handler.send_header("content-type", "text/event-stream")
+        handler.end_headers()  # HTTP/1.0: the body ends when the connection closes
+        handler.wfile.write(b": keep-alive\n\n")
+        for piece in reply.sse:
+            chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+            handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            handler.wfile.flush()
+        handler.wfile.write(b'data: {"choices": [{"index": 0, "delta": {}}]}\n\n')
+        handler.wfile.write(b"data: [DONE]\n\n")
+        handler.wfile.write(b'data: {"choices": [{"delta": {"content": "after"}}]}\n\n')
 
-class ChatPeer:
-    def __init__(self) -> None:
-        self.replies: list[Reply] = []
-        self.requests: list[dict] = []
-        peer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", 0))
-                payload = json.loads(self.rfile.read(length) or b"{}")
-                peer.requests.append(
-                    {"path": self.path, "auth": self.headers.get("authorization"), **payload}
-                )
-                reply = peer.replies.pop(0) if peer.replies else Reply()
-                if reply.delay_s:
-                    time.sleep(reply.delay_s)
-                try:
-                    if reply.sse is not None:
-                        self._stream(reply.sse)
-                        return
-                    body = reply.body if reply.body is not None else completion(reply.content)
-                    self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
-                    for key, value in reply.headers.items():
-                        self.send_header(key, value)
-                    self.send_header("content-length", str(len(body.encode())))
-                    self.end_headers()
-                    self.wfile.write(body.encode())
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-
-            def _stream(self, pieces: list[str]) -> None:
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.end_headers()  # HTTP/1.0: the body ends when the connection closes
-                self.wfile.write(b": keep-alive\n\n")
-                for piece in pieces:
-                    chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                    self.wfile.flush()
-                self.wfile.write(b'data: {"choices": [{"index": 0, "delta": {}}]}\n\n')
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.write(b'data: {"choices": [{"delta": {"content": "after"}}]}\n\n')
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, payload: dict, reply: Reply) -> str:
+        return completion(reply.content)
 
 
 def completion(content: str) -> str:
@@ -142,7 +94,7 @@ def test_get_llm_by_config(peer: ChatPeer) -> None:
 
 
 def test_plain_completion(peer: ChatPeer) -> None:
-    peer.replies = [Reply("Caroline went.")]
+    peer.replies = [Reply(content="Caroline went.")]
     llm = client(peer, api_key="sk-test")
     assert llm.complete(ASK, temperature=0.3, max_tokens=50) == "Caroline went."
     request = peer.requests[0]
@@ -154,7 +106,7 @@ def test_plain_completion(peer: ChatPeer) -> None:
 
 
 def test_json_schema_reply_parsed(peer: ChatPeer) -> None:
-    peer.replies = [Reply('{"subject": "Caroline", "tags": ["travel"]}')]
+    peer.replies = [Reply(content='{"subject": "Caroline", "tags": ["travel"]}')]
     fact = client(peer).complete_json(ASK, Fact)
     assert fact == Fact(subject="Caroline", tags=["travel"])
     fmt = peer.requests[0]["response_format"]
@@ -171,13 +123,13 @@ def test_json_schema_reply_parsed(peer: ChatPeer) -> None:
     ],
 )
 def test_malformed_json_repaired(peer: ChatPeer, content: str) -> None:
-    peer.replies = [Reply(content)]
+    peer.replies = [Reply(content=content)]
     assert client(peer).complete_json(ASK, Fact) == Fact(subject="Mel", tags=["a", "b"])
     assert len(peer.requests) == 1
 
 
 def test_invalid_reply_retried_with_the_error_quoted(peer: ChatPeer) -> None:
-    peer.replies = [Reply('{"tags": "not a list"}'), Reply('{"subject": "Jon"}')]
+    peer.replies = [Reply(content='{"tags": "not a list"}'), Reply(content='{"subject": "Jon"}')]
     assert client(peer).complete_json(ASK, Fact) == Fact(subject="Jon")
     assert len(peer.requests) == 2
     second = peer.requests[1]["messages"]
@@ -192,7 +144,7 @@ def test_invalid_reply_retried_with_the_error_quoted(peer: ChatPeer) -> None:
 
 
 def test_invalid_replies_exhaust_retries(peer: ChatPeer) -> None:
-    peer.replies = [Reply("I cannot answer that.")] * 2
+    peer.replies = [Reply(content="I cannot answer that.")] * 2
     with pytest.raises(LLMOutputError, match=r"not JSON.*I cannot answer that") as info:
         client(peer).complete_json(ASK, Fact, retries=1)
     assert info.value.reply == "I cannot answer that."
@@ -201,7 +153,7 @@ def test_invalid_replies_exhaust_retries(peer: ChatPeer) -> None:
 
 def test_json_schema_rejected_falls_back_and_remembers(peer: ChatPeer) -> None:
     llm = client(peer)
-    peer.replies = [REJECT_SCHEMA, Reply('{"subject": "Ann"}')]
+    peer.replies = [REJECT_SCHEMA, Reply(content='{"subject": "Ann"}')]
     assert llm.complete_json(ASK, Fact) == Fact(subject="Ann")
     assert [r["response_format"]["type"] for r in peer.requests] == ["json_schema", "json_object"]
     system = peer.requests[1]["messages"][0]
@@ -211,7 +163,7 @@ def test_json_schema_rejected_falls_back_and_remembers(peer: ChatPeer) -> None:
         and "subject" in system["content"]
     )
     assert llm.json_format == "json_object"
-    peer.replies = [Reply('{"subject": "Bo"}')]
+    peer.replies = [Reply(content='{"subject": "Bo"}')]
     assert llm.complete_json(ASK, Fact) == Fact(subject="Bo")
     assert peer.requests[2]["response_format"] == {"type": "json_object"}
 
@@ -219,7 +171,7 @@ def test_json_schema_rejected_falls_back_and_remembers(peer: ChatPeer) -> None:
 def test_falls_back_to_no_response_format(peer: ChatPeer) -> None:
     llm = client(peer)
     unknown = Reply(status=400, body='{"error": "unknown field: response_format"}')
-    peer.replies = [REJECT_SCHEMA, unknown, Reply('{"subject": "Cy"}')]
+    peer.replies = [REJECT_SCHEMA, unknown, Reply(content='{"subject": "Cy"}')]
     assert llm.complete_json(ASK, Fact) == Fact(subject="Cy")
     assert "response_format" not in peer.requests[2]
     assert llm.json_format == "none"
@@ -233,7 +185,7 @@ def test_other_400_is_not_a_format_fallback(peer: ChatPeer) -> None:
 
 
 def test_500_then_success(peer: ChatPeer) -> None:
-    peer.replies = [Reply(status=500, body='{"error": "overloaded"}'), Reply("fine")]
+    peer.replies = [Reply(status=500, body='{"error": "overloaded"}'), Reply(content="fine")]
     assert client(peer, max_retries=2).complete(ASK) == "fine"
     assert len(peer.requests) == 2
 
