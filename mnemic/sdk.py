@@ -363,9 +363,26 @@ class Memory:
             hits = pack(hits, token_budget)
         return hits
 
+    def backup(self, dest: str | Path) -> dict[str, Any]:
+        """Copy the whole store, online, to the new folder ``dest`` (with a hash manifest)."""
+        return self.store.backup(dest)
+
     def cubes(self, *, user_id: str) -> list[str]:
         _check_id(user_id, "user_id")
         return [c.cube_id for c in self.store.list_cubes(user_id)]
+
+
+def restore_backup(
+    src: str | Path, settings: Settings | None = None, *, force: bool = False
+) -> dict[str, Any]:
+    """Put the backup in ``src`` in place of the configured store, after checking its hash and
+    integrity. Stop every process using the store first; ``force`` replaces an existing one."""
+    from mnemic.infra.store import backup
+
+    settings = settings or load_settings()
+    if settings.store.backend != "sqlite":
+        raise ConfigError("restore works on the sqlite store; use your database's own tools")
+    return backup.restore(Path(src), settings.db_path, force=force)
 
 
 # MemOS readers know the system by that name
@@ -395,4 +412,11 @@ def _filters(filters: Mapping[str, Any] | SearchFilters | None) -> SearchFilters
         raise InvalidInput(f"invalid filters: {exc}") from exc
 
 
-__all__ = ["MemOS", "Memory", "MemoryLayer", "SearchFilters", "default_cube"]
+__all__ = [
+    "MemOS",
+    "Memory",
+    "MemoryLayer",
+    "SearchFilters",
+    "default_cube",
+    "restore_backup",
+]

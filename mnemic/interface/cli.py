@@ -222,6 +222,37 @@ def delete(
     console.print(f"[yellow]{'purged' if purge else 'deleted'}[/yellow] {item_id}")
 
 
+@app.command()
+def backup(
+    dest: Annotated[Path, typer.Argument(help="A new folder for the backup.")],
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Copy the whole store, online (writers may go on), with a manifest of hashes."""
+    with _memory(home, config) as mem:
+        manifest = mem.backup(dest)
+    console.print(
+        f"[green]backed up[/green] {manifest['items']} items to {dest} "
+        f"(sha256 {manifest['files']['mnemic.db'][:12]}...)"
+    )
+
+
+@app.command()
+def restore(
+    src: Annotated[Path, typer.Argument(help="A folder made by `mnemic backup`.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Put a verified backup in place of the store. Stop every process using it first."""
+    from mnemic.config import load_settings
+    from mnemic.sdk import restore_backup
+
+    overrides: dict[str, Any] = {"home": home} if home is not None else {}
+    manifest = restore_backup(src, load_settings(config, **overrides), force=force)
+    console.print(f"[green]restored[/green] {manifest['items']} items from {src}")
+
+
 def _default_locomo() -> Path:
     from mnemic.bench.locomo import DEFAULT_PATH
 

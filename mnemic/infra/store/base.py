@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -151,5 +152,9 @@ class Store(Protocol):
         k: int,
         flt: ItemFilter = ItemFilter(),
     ) -> list[Scored]: ...
+
+    def backup(self, dest: str | Path) -> dict[str, Any]:
+        """Write an online, consistent copy of the store to ``dest``; returns its manifest."""
+        ...
 
     def close(self) -> None: ...

@@ -829,6 +829,14 @@ class SQLiteStore:
         except OSError:
             pass  # the snapshot is a cache; the next open rebuilds what it lacks
 
+    def backup(self, dest: str | Path) -> dict[str, Any]:
+        """An online, consistent copy of the database in the new folder ``dest``, with a
+        manifest of its hash and counts (:mod:`mnemic.infra.store.backup`)."""
+        from mnemic.infra.store import backup
+
+        with self._lock:
+            return backup.backup(self._db, Path(dest))
+
     def flush(self) -> None:
         """Save every index snapshot that is behind; cheap to call, done on close."""
         with self._lock:
