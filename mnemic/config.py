@@ -121,6 +121,30 @@ class ReaderConfig(BaseModel):
     context_turns: int = Field(default=2, ge=0, le=10)
 
 
+class SchedulerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # working memory per session, filled ahead of the questions (mnemic/operation/scheduler)
+    enabled: bool = True
+    # none: the turns as heard; recency: past search results (LRU); predict: next-scene
+    # prediction preloads after every add to a session
+    policy: Literal["none", "recency", "predict"] = "predict"
+    capacity: int = Field(default=20, ge=1, le=10_000)  # items per session
+    keep_results: bool = True  # also keep search results handed out (any policy)
+    max_sessions: int = Field(default=1_000, ge=1)  # working memories kept, LRU
+    # next-scene prediction: the last `window` turns of the session, a turn `half_life`
+    # turns older weighing half; the scene vector moved `drift` along the talk's direction
+    window: int = Field(default=40, ge=1, le=500)  # turns heard that stay candidates (or W)
+    heard_half_life: float = Field(default=20.0, gt=0)  # ranks heard turns: salience x age
+    heard_weight: float = Field(default=8.0, ge=0)  # vs 1 for each store search list
+    scene_turns: int = Field(default=8, ge=1, le=200)  # the scene: the last turns
+    half_life: float = Field(default=2.0, gt=0)
+    drift: float = Field(default=0.5, ge=0)
+    scene_words: int = Field(default=12, ge=0, le=100)  # words of the full-text query
+    depth: int = Field(default=30, ge=1, le=1_000)  # per search list
+    rrf_k: int = Field(default=10, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything mnemic can be told. Build with :func:`load_settings`."""
 
@@ -130,6 +154,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=default_home)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mnemic.config import RetrievalConfig, Settings, load_settings
 from mnemic.errors import AccessDenied, ConfigError, InvalidInput, NotFound
 from mnemic.infra.embed import Embedder, get_embedder
-from mnemic.infra.store.base import ItemFilter, Store
+from mnemic.infra.store.base import ItemFilter, Scored, Store
 from mnemic.models import (
     HistoryEntry,
     MemoryItem,
@@ -40,6 +41,7 @@ from mnemic.operation.reader.messages import (
 )
 from mnemic.operation.retrieval.packing import pack
 from mnemic.operation.retrieval.pipeline import Retriever
+from mnemic.operation.scheduler import Scheduler
 
 MAX_TOP_K = 1000
 MAX_TOKEN_BUDGET = 1_000_000
@@ -125,6 +127,9 @@ class Memory:
         self.store: Store = store if store is not None else self._open_store()
         self.reader = DeterministicReader(context_turns=settings.reader.context_turns)
         self._retriever: Retriever | None = None
+        self._scheduler: Scheduler | None = None
+        # called with (items, vectors) after every durable add: the scheduler, benchmarks
+        self.listeners: list[Callable[[list[MemoryItem], np.ndarray], None]] = []
 
     # ------------------------------------------------------------------ wiring
 
@@ -150,6 +155,13 @@ class Memory:
         if self._retriever is None:
             self._retriever = Retriever(self.store, self.embedder, self.settings.retrieval)
         return self._retriever
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """The memory scheduler (per-session working memory), or None when disabled."""
+        if self._scheduler is None and self.settings.scheduler.enabled:
+            self._scheduler = Scheduler(self.store, self.settings.scheduler)
+        return self._scheduler
 
     def set_retrieval(self, config: RetrievalConfig) -> None:
         """Search with another retrieval recipe from now on (stages, weights, depths)."""
@@ -228,6 +240,10 @@ class Memory:
         )
         vectors = self.embedder.embed([embed_text(item) for item in items])
         self.store.add_items(items, vectors, actor=user_id, reason="add")
+        if self.scheduler is not None:
+            self.scheduler.observe(items, vectors)
+        for listener in self.listeners:
+            listener(items, vectors)
         return items
 
     def update(
@@ -259,9 +275,11 @@ class Memory:
         except ValidationError as exc:
             raise InvalidInput(f"invalid update of item {item_id}: {exc}") from exc
         vector = self.embedder.embed([embed_text(new)])[0] if "text" in changes else None
-        return self.store.update_item(
+        stored = self.store.update_item(
             new, vector, actor=user_id, reason=reason, expected_version=old.version
         )
+        self._forget(user_id, cube, [item_id])
+        return stored
 
     def delete(
         self,
@@ -274,6 +292,7 @@ class Memory:
     ) -> None:
         """Mark an item deleted (kept in history, restorable); ``purge=True`` erases it."""
         cube = self._scope(user_id, cube_id)
+        self._forget(user_id, cube, [item_id])
         if purge:
             self.store.purge_item(user_id, cube, item_id, actor=user_id)
             return
@@ -289,6 +308,10 @@ class Memory:
             reason=reason,
             expected_version=old.version,
         )
+
+    def _forget(self, user_id: str, cube_id: str, ids: list[str]) -> None:
+        if self._scheduler is not None:
+            self._scheduler.forget(user_id, cube_id, ids)
 
     # ------------------------------------------------------------------ reads
 
@@ -334,11 +357,13 @@ class Memory:
         filters: Mapping[str, Any] | SearchFilters | None = None,
         token_budget: int | None = None,
         now: datetime | str | None = None,
+        session_id: str | None = None,
     ) -> list[SearchHit]:
         """Hybrid search in the user's cube. With ``token_budget``, the best hits whose
         rendered context fits that many tokens (cl100k_base), up to ``top_k`` of them.
         ``now`` is when the question is asked: "last May" or "yesterday" in the query count
-        back from it (default: the current time)."""
+        back from it (default: the current time). With ``session_id``, the session's working
+        memory is consulted first (its matches join the ranking) and keeps the results."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query must be a non-empty string")
         if len(query) > self.settings.max_text_chars:
@@ -351,16 +376,29 @@ class Memory:
             cube = self._scope(user_id, cube_id, embeds=True)
         except NotFound:
             return []  # nothing remembered yet is an empty answer, not an error
+        flt = _filters(filters).to_item_filter()
+        seed: dict[str, list[Scored]] = {}
+        scheduler = self.scheduler if session_id is not None else None
+        if scheduler is not None and session_id is not None:
+            _check_id(session_id, "session_id")
+            found = scheduler.lookup(query, user_id=user_id, cube_id=cube, session_id=session_id)
+            if filters is None:  # filtered searches rank only what the store's filter admits
+                seed["working"] = [Scored(slot.item.id, v) for slot, v in found]
         hits = self.retriever.search(
             query,
             user_id=user_id,
             cube_id=cube,
             top_k=top_k,
-            flt=_filters(filters).to_item_filter(),
+            flt=flt,
             now=parse_time(now, "now"),
+            seed=seed,
         )
         if token_budget is not None:
             hits = pack(hits, token_budget)
+        if scheduler is not None and session_id is not None:
+            scheduler.record_results(
+                [h.item for h in hits], user_id=user_id, cube_id=cube, session_id=session_id
+            )
         return hits
 
     def backup(self, dest: str | Path) -> dict[str, Any]:

@@ -313,6 +313,67 @@ def bench_locomo(
         console.print(f"wrote {json_out}")
 
 
+@bench_app.command("scheduler")
+def bench_scheduler(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A folder of LoCoMo .json files (default ../shared/bench/locomo)."),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    sizes: Annotated[str, typer.Option(help="Working-memory sizes, comma-separated.")] = "10,20,50",
+    config: ConfigOpt = None,
+) -> None:
+    """Working-memory hit rate per policy (none, recency, next-scene prediction) on LoCoMo."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mnemic.bench import scheduler as bench
+    from mnemic.bench.locomo import load_conversations
+    from mnemic.config import load_settings
+    from mnemic.infra.embed import get_embedder
+
+    path = path or _default_locomo()
+    if not path.exists():
+        raise MnemicError(f"{path} does not exist; pass the folder of LoCoMo .json files")
+    try:
+        capacities = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError as exc:
+        raise MnemicError(f"--sizes takes integers like 10,20,50, not {sizes!r}") from exc
+    settings = load_settings(config)
+    conversations = load_conversations(path)
+    total = sum(len(qs) for c in conversations for qs in bench.schedule(c).values())
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=err, transient=True,
+    ) as bar:
+        task = bar.add_task("replay and ask", total=total)
+        report = bench.run(
+            conversations,
+            get_embedder(settings.embedder),
+            sizes=capacities,
+            config=settings.scheduler,
+            progress=lambda _what, n: bar.advance(task, n),
+        )
+    table = Table(title="Working memory: share of a question's evidence held before search")
+    for column in ("policy", "W", "hit rate", "all held", *bench.CATEGORIES_ORDER):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for row in report["rows"]:
+        table.add_row(
+            row["policy"], str(row["capacity"]), f"{row['hit_rate']:.3f}",
+            f"{row['all_evidence_held']:.3f}",
+            *(f"{row['by_category'].get(c, 0.0):.3f}" for c in bench.CATEGORIES_ORDER),
+        )
+    console.print(table)
+    ratio = bench.ratio(report, 20)
+    console.print(
+        f"prediction / recency at W=20: {ratio}x · working-memory lookup p50 "
+        f"{report['lookup_us_p50']} µs, p95 {report['lookup_us_p95']} µs · preload p50 "
+        f"{report['preload_ms_p50']} ms · store search p50 {report['search_ms_p50']} ms"
+    )
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2))
+        console.print(f"wrote {json_out}")
+
+
 def print_locomo(report: dict[str, Any]) -> None:
     columns = {
         "recall_all@5": "all@5",

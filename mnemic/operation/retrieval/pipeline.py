@@ -9,12 +9,13 @@ Every hit carries its per-stage scores and a sentence saying why it was chosen.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime
 
 from mnemic.config import RetrievalConfig
 from mnemic.errors import ConfigError
 from mnemic.infra.embed.base import Embedder
-from mnemic.infra.store.base import ItemFilter, Store
+from mnemic.infra.store.base import ItemFilter, Scored, Store
 from mnemic.models import SearchHit
 from mnemic.operation.retrieval.query import analyze
 from mnemic.operation.retrieval.stages import STAGES
@@ -45,8 +46,11 @@ class Retriever:
         top_k: int,
         flt: ItemFilter,
         now: datetime | None = None,
+        seed: Mapping[str, list[Scored]] | None = None,
     ) -> list[SearchHit]:
-        """``now`` anchors relative time expressions in the query ("last May"); default: now."""
+        """``now`` anchors relative time expressions in the query ("last May"); default: now.
+        ``seed``: ranked lists found before the search (working memory), fused like the
+        recall stages' lists; only items still active in the store are kept."""
         speakers = self.store.speakers(user_id, cube_id) if "speaker" in self.config.stages else ()
         state = SearchState(
             query=query,
@@ -57,6 +61,11 @@ class Retriever:
             flt=flt,
             store=self.store,
         )
+        for name, ranked in (seed or {}).items():
+            live = state.items(s.item_id for s in ranked)
+            state.lists[name] = [
+                s for s in ranked if s.item_id in live and live[s.item_id].status == "active"
+            ]
         for stage in self.stages:
             t = time.perf_counter()
             stage.run(state)
