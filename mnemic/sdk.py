@@ -364,10 +364,7 @@ class Memory:
         ``now`` is when the question is asked: "last May" or "yesterday" in the query count
         back from it (default: the current time). With ``session_id``, the session's working
         memory is consulted first (its matches join the ranking) and keeps the results."""
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidInput("query must be a non-empty string")
-        if len(query) > self.settings.max_text_chars:
-            raise InvalidInput(f"query is longer than {self.settings.max_text_chars} characters")
+        check_text(query, self.settings.max_text_chars, "query")
         if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
             raise InvalidInput(f"top_k must be an integer within 1..{MAX_TOP_K}")
         if token_budget is not None and not 1 <= token_budget <= MAX_TOKEN_BUDGET:
@@ -432,11 +429,24 @@ def default_cube(user_id: str) -> str:
 
 
 def _check_id(value: Any, what: str) -> None:
-    if not isinstance(value, str) or not _ID.match(value) or not value.strip():
+    if (
+        not isinstance(value, str)
+        or not _ID.match(value)
+        or not value.strip()
+        or not _encodable(value)
+    ):
         raise InvalidInput(
             f"{what} must be a non-empty string of at most 256 characters without control "
             f"characters, not {value!r}"
         )
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no store can keep it
+        return False
+    return True
 
 
 def _filters(filters: Mapping[str, Any] | SearchFilters | None) -> SearchFilters:
