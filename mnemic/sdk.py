@@ -31,6 +31,7 @@ from mnemic.models import (
     SearchHit,
     utcnow,
 )
+from mnemic.operation.jobs import JobQueue
 from mnemic.operation.reader.deterministic import DeterministicReader, embed_text
 from mnemic.operation.reader.messages import (
     MessagesInput,
@@ -115,7 +116,12 @@ class Memory:
         config_file: str | Path | None = None,
         store: Store | None = None,
         embedder: Embedder | None = None,
+        jobs: JobQueue | None = None,
+        background: bool = True,
     ) -> None:
+        """``background``: run add's jobs (embedding, extraction) on a worker thread of this
+        process; ``False`` (short-lived processes such as the CLI): journal them and run them
+        when something waits for them (``add(wait=True)``, ``search``, ``wait``)."""
         if settings is None:
             overrides: dict[str, Any] = {"home": Path(home)} if home is not None else {}
             settings = load_settings(config_file, **overrides)
@@ -125,6 +131,17 @@ class Memory:
         self.store: Store = store if store is not None else self._open_store()
         self.reader = DeterministicReader(context_turns=settings.reader.context_turns)
         self._retriever: Retriever | None = None
+        from mnemic.operation import wiring
+
+        self.lifecycle = wiring.lifecycle(self.settings, self.store)
+        self.jobs: JobQueue = wiring.start_jobs(
+            self.settings,
+            self.store,
+            lambda: self.embedder,
+            self.lifecycle,
+            jobs,
+            background=background,
+        )
 
     # ------------------------------------------------------------------ wiring
 
@@ -157,6 +174,8 @@ class Memory:
         self.settings = self.settings.model_copy(update={"retrieval": config})
 
     def close(self) -> None:
+        """Close the store; jobs not yet done stay journaled and resume on the next open."""
+        self.jobs.close()
         self.store.close()
 
     def __enter__(self) -> Memory:
@@ -205,13 +224,18 @@ class Memory:
         session_id: str | None = None,
         agent_id: str | None = None,
         timestamp: datetime | str | None = None,
+        wait: bool = False,
     ) -> list[MemoryItem]:
-        """Remember messages or text. Returns the stored items once they are durable.
+        """Remember messages or text. Returns the stored raw items once they are durable.
 
         ``messages``: a text, a list of texts, or chat messages as dicts with ``content`` (or
         ``text``), and optionally ``role``/``speaker``, ``id`` and ``timestamp``.
         ``timestamp`` is when the conversation happened (default: now); it becomes each
         item's ``valid_from`` unless a message carries its own.
+
+        Raw turns are stored (and full-text searchable) before this returns; embedding them,
+        extracting memories and the lifecycle decisions run as a background job. ``wait``
+        returns only when that job is done (and raises if it failed).
         """
         parsed = normalize_messages(messages, self.settings.max_text_chars)
         cube = self._scope(user_id, cube_id, create=True)
@@ -226,8 +250,22 @@ class Memory:
             agent_id=agent_id,
             timestamp=when,
         )
-        vectors = self.embedder.embed([embed_text(item) for item in items])
-        self.store.add_items(items, vectors, actor=user_id, reason="add")
+        from mnemic.operation import wiring
+
+        items = wiring.with_ttl(items, self.settings.lifecycle)
+        self.store.add_items(items, None, actor=user_id, reason="add")
+        job = self.jobs.submit(
+            wiring.JOB_KIND,
+            wiring.job_scope(user_id, cube),
+            {
+                "user_id": user_id,
+                "cube_id": cube,
+                "item_ids": [i.id for i in items],
+                "actor": user_id,
+            },
+        )
+        if wait:
+            self.jobs.wait([job])
         return items
 
     def update(
@@ -272,8 +310,14 @@ class Memory:
         purge: bool = False,
         reason: str | None = None,
     ) -> None:
-        """Mark an item deleted (kept in history, restorable); ``purge=True`` erases it."""
+        """Mark an item deleted (kept in history, restorable); ``purge=True`` erases it.
+        Memories extracted from that item alone go with it."""
         cube = self._scope(user_id, cube_id)
+        from mnemic.operation import wiring
+
+        self.jobs.wait_scope(wiring.job_scope(user_id, cube), self.settings.reader.search_wait_s)
+        for derived in wiring.derived_from(self.store, user_id, cube, item_id):
+            self.delete(derived.id, user_id=user_id, cube_id=cube, purge=purge, reason=reason)
         if purge:
             self.store.purge_item(user_id, cube, item_id, actor=user_id)
             return
@@ -351,6 +395,10 @@ class Memory:
             cube = self._scope(user_id, cube_id, embeds=True)
         except NotFound:
             return []  # nothing remembered yet is an empty answer, not an error
+        from mnemic.operation import wiring
+
+        # read your writes: what this scope's recent adds extract is searched too
+        self.jobs.wait_scope(wiring.job_scope(user_id, cube), self.settings.reader.search_wait_s)
         hits = self.retriever.search(
             query,
             user_id=user_id,
@@ -362,6 +410,56 @@ class Memory:
         if token_budget is not None:
             hits = pack(hits, token_budget)
         return hits
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def wait(
+        self, *, user_id: str, cube_id: str | None = None, timeout: float | None = None
+    ) -> bool:
+        """Block until the scope's background jobs are done; False if ``timeout`` passed."""
+        from mnemic.operation import wiring
+
+        cube = self._scope(user_id, cube_id)
+        return self.jobs.wait_scope(wiring.job_scope(user_id, cube), timeout)
+
+    def failed_jobs(self, *, user_id: str, cube_id: str | None = None) -> list[dict[str, Any]]:
+        """Background jobs of the scope that failed, with their errors (raw turns are kept)."""
+        from mnemic.operation import wiring
+
+        cube = self._scope(user_id, cube_id)
+        return [
+            {"id": j.id, "kind": j.kind, "error": j.error, "item_ids": j.payload.get("item_ids")}
+            for j in self.jobs.failed(wiring.job_scope(user_id, cube))
+        ]
+
+    def versions(
+        self, item_id: str, *, user_id: str, cube_id: str | None = None
+    ) -> list[MemoryItem]:
+        """The chain of memories this one belongs to, oldest first: the items it superseded
+        and those that superseded it (each item's own edits are in ``history``)."""
+        from mnemic.operation import wiring
+
+        cube = self._scope(user_id, cube_id)
+        return wiring.version_chain(
+            self.store, user_id, cube, self.get(item_id, user_id=user_id, cube_id=cube)
+        )
+
+    def expire(
+        self,
+        *,
+        user_id: str,
+        cube_id: str | None = None,
+        now: datetime | str | None = None,
+    ) -> dict[str, int]:
+        """Apply the lifecycle policy: items past ``expires_at`` and, with
+        ``lifecycle.archive_after_days``, items unused that long are archived (kept, out of
+        search; history says why). Returns how many of each."""
+        from mnemic.operation import wiring
+
+        cube = self._scope(user_id, cube_id)
+        return wiring.expire(
+            self.store, self.settings.lifecycle, user_id, cube, parse_time(now, "now") or utcnow()
+        )
 
     def backup(self, dest: str | Path) -> dict[str, Any]:
         """Copy the whole store, online, to the new folder ``dest`` (with a hash manifest)."""

@@ -46,7 +46,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 def _memory(home: Path | None, config: Path | None) -> Any:
     from mnemic.sdk import Memory
 
-    return Memory(home=home, config_file=config)
+    # a command is a short-lived process: add's background jobs are journaled and run by
+    # the next command that needs them (search, add --wait), never cut off at exit
+    return Memory(home=home, config_file=config, background=False)
 
 
 def _dump(value: Any) -> None:
@@ -72,6 +74,12 @@ def add(
     home: HomeOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="Also embed and extract memories now, instead of at the next search."
+        ),
+    ] = False,
 ) -> None:
     """Remember a text, or a conversation from a JSON file of messages."""
     payload: Any
@@ -85,7 +93,7 @@ def add(
         payload = {"content": body, "speaker": speaker} if speaker else body
     with _memory(home, config) as mem:
         items = mem.add(
-            payload, user_id=user, cube_id=cube, session_id=session, timestamp=timestamp
+            payload, user_id=user, cube_id=cube, session_id=session, timestamp=timestamp, wait=wait
         )
     if as_json:
         _dump([i.model_dump(mode="json") for i in items])

@@ -66,8 +66,10 @@ class ResolvedDate:
         if self.start == self.end:
             return human(self.start)
         if (self.start.month, self.start.day, self.end.month, self.end.day) == (1, 1, 12, 31):
-            return str(self.start.year) if self.start.year == self.end.year else (
-                f"{self.start.year} to {self.end.year}"
+            return (
+                str(self.start.year)
+                if self.start.year == self.end.year
+                else (f"{self.start.year} to {self.end.year}")
             )
         if self.start.day == 1 and self.end == _month_end(self.start):
             return f"{calendar.month_name[self.start.month]} {self.start.year}"
