@@ -50,13 +50,16 @@ class EmbedderConfig(BaseModel):
 class LLMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["none", "openai"] = "none"
-    # openai: any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp server)
+    backend: Literal["none", "openai", "hf"] = "none"
+    # openai: any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp server);
+    # hf: a local transformers causal model (folder or cached hub name; needs the torch extra)
     model: str = "llama3.2"
     base_url: str = "http://localhost:11434/v1"  # Ollama's default
     api_key: str | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
+    device: str = "cpu"  # hf: torch device
+    max_new_tokens: int = Field(default=512, ge=1)  # hf: tokens generated per reply at most
 
 
 class StoreConfig(BaseModel):
