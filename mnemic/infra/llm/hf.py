@@ -47,7 +47,7 @@ class HFLLM:
                 ) from exc
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-                model = AutoModelForCausalLM.from_pretrained(self.model_name)
+                model: Any = AutoModelForCausalLM.from_pretrained(self.model_name)
             except (OSError, ValueError) as exc:
                 raise BackendUnavailable(
                     f"cannot load the HF model {self.model_name!r}: {exc}; give a local folder "
