@@ -268,6 +268,57 @@ class Memory:
             self.jobs.wait([job])
         return items
 
+    def add_document(
+        self,
+        text: str,
+        *,
+        user_id: str,
+        title: str | None = None,
+        format: str = "text",
+        cube_id: str | None = None,
+        session_id: str | None = None,
+        timestamp: datetime | str | None = None,
+        wait: bool = False,
+    ) -> list[MemoryItem]:
+        """Remember a document (``format``: ``text`` or ``markdown``), chunked along its
+        structure (headings, paragraphs, sentences); each chunk is a ``document`` item with
+        its offsets. Extraction runs in the background as for ``add``."""
+        from mnemic.operation import wiring
+        from mnemic.operation.reader.documents import read_document
+
+        text = check_text(text, self.settings.max_text_chars, "document")
+        if format not in ("text", "markdown"):
+            raise InvalidInput(f"format must be text or markdown, not {format!r}")
+        if title is not None:
+            _check_id(title, "title")
+        cube = self._scope(user_id, cube_id, create=True)
+        if session_id is not None:
+            _check_id(session_id, "session_id")
+        items = read_document(
+            text,
+            user_id=user_id,
+            cube_id=cube,
+            title=title,
+            fmt=format,
+            timestamp=parse_time(timestamp) or utcnow(),
+            session_id=session_id,
+        )
+        items = wiring.with_ttl(items, self.settings.lifecycle)
+        self.store.add_items(items, None, actor=user_id, reason=f"add document {title or ''}")
+        job = self.jobs.submit(
+            wiring.JOB_KIND,
+            wiring.job_scope(user_id, cube),
+            {
+                "user_id": user_id,
+                "cube_id": cube,
+                "item_ids": [i.id for i in items],
+                "actor": user_id,
+            },
+        )
+        if wait:
+            self.jobs.wait([job])
+        return items
+
     def update(
         self,
         item_id: str,

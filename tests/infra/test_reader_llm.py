@@ -177,3 +177,26 @@ def test_update_chain_and_duplicate_by_llm(llm_memory: Memory, peer: ChatPeer) -
         h for h in llm_memory.history(boston.id, user_id="ana") if h.action == "supersede"
     ]
     assert superseded.reason and "Ana moved" in superseded.reason
+
+
+def test_document_chunks_are_read_into_procedures(llm_memory: Memory, peer: ChatPeer) -> None:
+    doc = "# Backup\n\nStop the server.\n\nCopy the data folder.\n\n# Restore\n\nCopy it back."
+    peer.replies = [
+        extraction(
+            {
+                **memory("To back up: stop the server, then copy the data folder.", "procedure"),
+                "turns": ["t1", "t2"],
+            }
+        )
+    ]
+    chunks = llm_memory.add_document(
+        doc, user_id="ana", title="ops.md", format="markdown", wait=True
+    )
+    assert [c.text for c in chunks] == [
+        "Stop the server.\n\nCopy the data folder.",
+        "Copy it back.",
+    ]
+    (procedure,) = derived(llm_memory)
+    assert procedure.kind == "procedure" and procedure.source.document == "ops.md"
+    assert procedure.source.message_ids == ["ops.md#0", "ops.md#1"]
+    assert "[id t1]" in peer.requests[0]["messages"][1]["content"]

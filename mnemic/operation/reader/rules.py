@@ -279,6 +279,8 @@ class RuleExtractor:
         return out
 
     def _from_turn(self, turn: MemoryItem) -> list[MemoryItem]:
+        if turn.kind == MemoryKind.DOCUMENT:
+            return []  # whose "I" a document speaks with is unknown: no rule subject
         subject = turn.speaker or "the user"
         said = turn.valid_from or turn.recorded_at
         items: list[MemoryItem] = []
