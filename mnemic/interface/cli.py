@@ -268,6 +268,29 @@ def _default_locomo() -> Path:
     return here if here.is_dir() else DEFAULT_PATH
 
 
+@bench_app.command("add")
+def bench_add(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A folder of LoCoMo .json files (default ../shared/bench/locomo)."),
+    ] = None,
+    turns: Annotated[int, typer.Option(help="Turns in the conversation.")] = 600,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Seconds to add one long conversation: CLI with and without --wait, SDK likewise."""
+    from mnemic.bench import ingest
+
+    report = ingest.run(path or _default_locomo(), turns)
+    table = Table(title=f"add of a {turns}-turn conversation (seconds)")
+    for key in report:
+        table.add_column(key)
+    table.add_row(*(str(v) for v in report.values()))
+    console.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        console.print(f"wrote {json_out}")
+
+
 @bench_app.command("locomo")
 def bench_locomo(
     path: Annotated[
