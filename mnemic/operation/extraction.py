@@ -30,7 +30,11 @@ class Extractor(Protocol):
 
 class ExtractionFailed(MnemicError):
     """Some turns could not be read into memories (the raw turns are stored and searchable);
-    the message says which and why."""
+    the message says which and why. ``partial``: what the other turns gave."""
+
+    def __init__(self, message: str, partial: list[MemoryItem] | None = None) -> None:
+        super().__init__(message)
+        self.partial = list(partial or [])
 
 
 class ExtractionJob:
@@ -62,7 +66,7 @@ class ExtractionJob:
         try:
             derived = self.extractor.extract(raw)
         except ExtractionFailed as exc:
-            derived, failure = list(getattr(exc, "partial", [])), exc
+            derived, failure = exc.partial, exc
         if derived:
             derived_vectors = embedder.embed([embed_text(item) for item in derived])
             counts = dict.fromkeys(Action, 0)

@@ -86,12 +86,11 @@ class LLMReader:
                 log.error("extraction failed for turns %s: %s", ids, exc)
                 failures.append(f"turns {ids[0]}..{ids[-1]}: {exc}")
         if failures:
-            error = ExtractionFailed(
+            raise ExtractionFailed(
                 f"the LLM could not read {len(failures)} window(s) into memories; their raw "
-                f"turns are stored and searchable: {'; '.join(failures)}"
+                f"turns are stored and searchable: {'; '.join(failures)}",
+                partial=out,
             )
-            error.partial = out  # type: ignore[attr-defined]
-            raise error
         return out
 
     def _windows(self, turns: list[MemoryItem]) -> Iterator[list[MemoryItem]]:
