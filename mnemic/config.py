@@ -59,7 +59,8 @@ class LLMConfig(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
     device: str = "cpu"  # hf: torch device
-    max_new_tokens: int = Field(default=512, ge=1)  # hf: tokens generated per reply at most
+    # tokens generated per reply at most (hf; openai: max_tokens of structured replies)
+    max_new_tokens: int = Field(default=2048, ge=1)
 
 
 class StoreConfig(BaseModel):

@@ -165,7 +165,10 @@ def test_json_schema_rejected_falls_back_and_remembers(peer: ChatPeer) -> None:
     assert llm.json_format == "json_object"
     peer.replies = [Reply(content='{"subject": "Bo"}')]
     assert llm.complete_json(ASK, Fact) == Fact(subject="Bo")
-    assert peer.requests[2]["response_format"] == {"type": "json_object"}
+    assert peer.requests[2]["response_format"] == {
+        "type": "json_object",
+        "schema": Fact.model_json_schema(),  # llama.cpp's server enforces it
+    }
 
 
 def test_falls_back_to_no_response_format(peer: ChatPeer) -> None:
