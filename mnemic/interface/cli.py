@@ -102,6 +102,47 @@ def add(
             console.print(f"[green]added[/green] {item.id}  {item.text[:80]}")
 
 
+@app.command("add-document")
+def add_document(
+    file: Annotated[Path, typer.Argument(help="A plain-text or Markdown file.")],
+    user: UserOpt = "default",
+    cube: CubeOpt = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="text or markdown (default: by extension).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Also extract memories now.")] = False,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remember a document, chunked along its headings and paragraphs."""
+    try:
+        body = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MnemicError(f"cannot read {file}: {exc}") from exc
+    kind = fmt or ("markdown" if file.suffix.lower() in (".md", ".markdown") else "text")
+    with _memory(home, config) as mem:
+        items = mem.add_document(
+            body, user_id=user, cube_id=cube, title=file.name, format=kind, wait=wait
+        )
+    if as_json:
+        _dump([i.model_dump(mode="json") for i in items])
+    else:
+        console.print(f"[green]added[/green] {len(items)} chunks of {file.name}")
+
+
+@app.command()
+def expire(
+    user: UserOpt = "default",
+    cube: CubeOpt = None,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Archive what the lifecycle policy says is due (TTL, unused for too long)."""
+    with _memory(home, config) as mem:
+        _dump(mem.expire(user_id=user, cube_id=cube))
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],

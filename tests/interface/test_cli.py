@@ -71,3 +71,21 @@ def test_errors_are_clear_and_exit_nonzero(tmp_path: Path) -> None:
     assert out.returncode == 2 and "no memory 'nope'" in out.stderr
     out = mnemic(home, "search", "x", "--user", "ana", "--top-k", "0")
     assert out.returncode == 2 and "top_k" in out.stderr
+
+
+def test_add_document_and_add_wait(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    doc = tmp_path / "notes.md"
+    doc.write_text("# Boat\n\nThe boat is called Wanda.\n\n# Car\n\nThe car is blue.\n")
+    out = mnemic(home, "add-document", str(doc), "--user", "ana", "--json")
+    assert out.returncode == 0, out.stderr
+    chunks = json.loads(out.stdout)
+    assert [c["metadata"]["headings"] for c in chunks] == [["Boat"], ["Car"]]
+    out = mnemic(home, "add", "--wait", "I live in Porto.", "--user", "ana")
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(mnemic(home, "list", "--user", "ana", "--json").stdout)
+    assert "the user lives in Porto" in [i["text"] for i in listed]
+    assert json.loads(mnemic(home, "expire", "--user", "ana").stdout) == {
+        "expired": 0,
+        "archived": 0,
+    }
