@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from mnemic.errors import MnemicError
 from mnemic.infra.store.base import ItemFilter, Store
@@ -73,7 +73,12 @@ class LLMDecision(BaseModel):
 
     action: Literal["add", "skip", "update", "supersede"]
     target: int | None = Field(default=None, description="number of the stored memory, if any")
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1)  # no maxLength: grammar-compiling servers choke on it
+
+    @field_validator("reason")
+    @classmethod
+    def _short(cls, value: str) -> str:
+        return value[:500]
 
 
 class Lifecycle:

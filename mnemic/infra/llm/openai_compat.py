@@ -5,7 +5,8 @@ Requests go through :class:`mnemic.infra.http.JsonPoster` (retries with backoff 
 network errors, 408, 429 and 5xx; other 4xx fail at once).
 
 :meth:`OpenAICompatLLM.complete_json` asks for ``response_format`` ``json_schema`` first; a
-server that rejects that with HTTP 400/422 naming ``response_format`` is asked with
+server that rejects that (HTTP 400/422 naming ``response_format``, or llama-cpp-python's
+HTTP 500 validation error naming it) is asked with
 ``json_object`` (with the schema, which llama.cpp's server enforces), then with no
 ``response_format`` (the schema then goes in a system message),
 and the client remembers what worked. A reply that does not parse or validate is sent back
@@ -200,9 +201,14 @@ class OpenAICompatLLM:
                     "schema": schema.model_json_schema(),
                 }
             try:
-                response = self._poster.post(PATH, payload, what=self._what)
+                response = self._poster.post(
+                    PATH,
+                    payload,
+                    what=self._what,
+                    refused=_refuses_format if index + 1 < len(FORMATS) else None,
+                )
             except HTTPRejected as exc:
-                if index + 1 < len(FORMATS) and _rejects_format(exc):
+                if index + 1 < len(FORMATS) and _refuses_format(exc.status, exc.body):
                     index += 1
                     continue
                 raise
@@ -232,9 +238,14 @@ class OpenAICompatLLM:
         return content
 
 
-def _rejects_format(exc: HTTPRejected) -> bool:
-    body = exc.body.lower()
-    return exc.status in (400, 422) and ("response_format" in body or "json_schema" in body)
+def _refuses_format(status: int, body: str) -> bool:
+    """The server does not take this ``response_format``: HTTP 400/422 naming it, or HTTP 500
+    with a validation error naming it (llama-cpp-python's server answers ``json_schema`` so)."""
+    body = body.lower()
+    names_it = "response_format" in body or "json_schema" in body
+    if status in (400, 422):
+        return names_it
+    return status == 500 and names_it and ("validation" in body or "literal_error" in body)
 
 
 def _with_schema_hint(

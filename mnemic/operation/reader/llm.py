@@ -31,15 +31,37 @@ from mnemic.operation.reader.rules import DERIVED_TAG
 log = logging.getLogger(__name__)
 
 
+# Size limits are checked by validators, not declared in the schema: servers that compile
+# the schema into a grammar (llama.cpp) unroll "maxLength: 4000" into 4,000 nested rules,
+# refuse it, and llama-cpp-python's server then dies.
+MAX_TEXT = 4000
+MAX_ENTITIES = 50
+MAX_MEMORIES = 200
+
+
 class ExtractedMemory(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    text: str = Field(min_length=1, max_length=4000)
+    text: str = Field(min_length=1)
     kind: Literal["fact", "event", "preference", "procedure"]
     date: str | None = Field(default=None, description="YYYY-MM-DD when it happened or began")
-    entities: list[str] = Field(default_factory=list, max_length=50)
+    entities: list[str] = Field(default_factory=list)
     confidence: float = Field(default=0.8, ge=0.0, le=1.0)
     turns: list[str] = Field(min_length=1)
+
+    @field_validator("text")
+    @classmethod
+    def _text_size(cls, value: str) -> str:
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"at most {MAX_TEXT} characters")
+        return value
+
+    @field_validator("entities")
+    @classmethod
+    def _entities_size(cls, value: list[str]) -> list[str]:
+        if len(value) > MAX_ENTITIES:
+            raise ValueError(f"at most {MAX_ENTITIES} entities")
+        return value
 
     @field_validator("date")
     @classmethod
@@ -52,7 +74,14 @@ class ExtractedMemory(BaseModel):
 
 
 class Extraction(BaseModel):
-    memories: list[ExtractedMemory] = Field(max_length=200)
+    memories: list[ExtractedMemory]
+
+    @field_validator("memories")
+    @classmethod
+    def _count(cls, value: list[ExtractedMemory]) -> list[ExtractedMemory]:
+        if len(value) > MAX_MEMORIES:
+            raise ValueError(f"at most {MAX_MEMORIES} memories per answer")
+        return value
 
 
 def extraction_schema(labels: list[str]) -> type[Extraction]:
@@ -65,7 +94,7 @@ def extraction_schema(labels: list[str]) -> type[Extraction]:
     )
     memories: Any = list[memory]  # type: ignore[valid-type]
     return create_model(  # type: ignore[no-any-return]
-        "Extraction", __base__=Extraction, memories=(memories, Field(max_length=200))
+        "Extraction", __base__=Extraction, memories=(memories, ...)
     )
 
 
