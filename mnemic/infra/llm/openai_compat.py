@@ -181,9 +181,7 @@ class OpenAICompatLLM:
         index = self._format
         while True:
             kind = FORMATS[index]
-            payload = self._payload(
-                _with_schema_hint(messages, schema, kind), 0.0, self.max_tokens
-            )
+            payload = self._payload(_with_schema_hint(messages, schema, kind), 0.0, self.max_tokens)
             if kind == "json_schema":
                 payload["response_format"] = {
                     "type": "json_schema",
