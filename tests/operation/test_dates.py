@@ -27,6 +27,9 @@ SAID = datetime(2023, 5, 25, 13, tzinfo=UTC)  # a Thursday
         ("the move is in three days", date(2023, 5, 28), date(2023, 5, 28)),
         ("on 4 July 2023 we met", date(2023, 7, 4), date(2023, 7, 4)),
         ("see you tomorrow", date(2023, 5, 26), date(2023, 5, 26)),
+        ("I moved to Lisbon in May", date(2023, 5, 1), date(2023, 5, 31)),
+        ("we met back in August", date(2022, 8, 1), date(2022, 8, 31)),
+        ("in March 2021 we met", date(2021, 3, 1), date(2021, 3, 31)),
     ],
 )
 def test_resolves_against_the_time_said(text: str, start: date, end: date) -> None:

@@ -146,3 +146,18 @@ def test_ttl_and_archival_policy(tmp_path: Path, embedder: object) -> None:
         assert mem.get_all(user_id="ana") == []
         archived = mem.get_all(user_id="ana", filters={"statuses": ["archived"]})
         assert {i.id for i in archived} == {turn.id, note.id}
+
+
+def test_a_month_without_a_year_dates_the_change(memory: Memory) -> None:
+    memory.add("I live in Porto.", user_id="ana", timestamp="2023-01-10", wait=True)
+    memory.add(
+        "I moved to Lisbon in May; my cat came too.",
+        user_id="ana",
+        timestamp="2023-06-20",
+        wait=True,
+    )
+    (lisbon,) = _slot_items(memory, "ana", "residence", "the user")
+    assert lisbon.text == "the user lives in Lisbon"
+    assert lisbon.valid_from == datetime(2023, 5, 1, tzinfo=UTC)
+    then = _slot_items(memory, "ana", "residence", "the user", as_of="2023-04-15")
+    assert [i.text for i in then] == ["the user lives in Porto"]

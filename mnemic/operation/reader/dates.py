@@ -37,6 +37,9 @@ _NUMBERS = {
     "nine": 9,
     "ten": 10,
 }
+# a month named without a year ("in May"): people mostly tell what happened, so the latest
+# such month up to the current one; "may" alone is too often the verb to count without "in"
+_MONTHS = "|".join(m for m in timeparse.MONTHS if len(m) > 3 or m == "may")
 _UNIT_DAYS = {"day": 1, "night": 1, "week": 7, "weekend": 7, "month": 30, "year": 365}
 
 # forms the query parser does not know, most specific first
@@ -49,6 +52,7 @@ _EXTRA = re.compile(
     rf"|{_COUNT}\s+(?P<ago_unit>weekends?|nights?|days?|weeks?|months?|years?)\s+ago"
     rf"|in\s+{_COUNT.replace('?P<n>', '?P<in_n>')}\s+(?P<in_unit>days?|weeks?|months?|years?)"
     rf"|(?:on\s+){_WEEKDAY.replace('?P<weekday>', '?P<on_weekday>')}"
+    rf"|(?:in|during|since|back\s+in)\s+(?P<bare_month>{_MONTHS})\b(?!\s*,?\s*\d)"
     r")\b",
     re.I,
 )
@@ -145,6 +149,11 @@ def _extra(m: re.Match[str], today: date) -> tuple[date, date] | None:
         target = _WEEKDAYS[m.group("on_weekday").lower()]
         day = today - timedelta(days=((today.weekday() - target) % 7) or 7)
         return day, day
+    if m.group("bare_month"):
+        month = timeparse.MONTHS[m.group("bare_month").lower()]
+        year = today.year if month <= today.month else today.year - 1
+        first = date(year, month, 1)
+        return first, _month_end(first)
     if m.group("lastnight"):
         day = today - timedelta(days=1)
         return day, day

@@ -63,7 +63,9 @@ _END = (
     r"(?=\s*(?:[,.;:!?()]|\s-\s|\band\b|\bbut\b|\bbecause\b|\bsince\b|\bwhere\b|\bwhich\b"
     r"|\bwith\b|\bnow\b|\bfor\b|\bat the\b|\bafter\b|\bbefore\b|\bwhen\b|\bso\b|\bas\b"
     r"|\blast\b|\bnext\b|\bthis\b|\byesterday\b|\btoday\b|\btonight\b|\brecently\b|\bon\b"
-    r"|\bin\s+(?:\d|a\b|an\b|one\b|two\b|three\b|the\s+(?:summer|spring|fall|winter))"
+    r"|\bin\s+(?:\d|a\b|an\b|one\b|two\b|three\b|the\s+(?:summer|spring|fall|winter)"
+    r"|(?:january|february|march|april|may|june|july|august|september|october|november"
+    r"|december|spring|summer|autumn|fall|winter)\b)"
     r"|\b(?:a|one|two|three|four|five|six|\d+)\s+(?:days?|weeks?|months?|years?)\s+ago\b|$))"
 )
 _VALUE = r"(?P<value>[\w'&.-]+(?:\s+[\w'&.-]+){0,5}?)" + _END
