@@ -50,13 +50,17 @@ class EmbedderConfig(BaseModel):
 class LLMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["none", "openai"] = "none"
-    # openai: any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp server)
+    backend: Literal["none", "openai", "hf"] = "none"
+    # openai: any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp server);
+    # hf: a local transformers causal model (folder or cached hub name; needs the torch extra)
     model: str = "llama3.2"
     base_url: str = "http://localhost:11434/v1"  # Ollama's default
     api_key: str | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
+    device: str = "cpu"  # hf: torch device
+    # tokens generated per reply at most (hf; openai: max_tokens of structured replies)
+    max_new_tokens: int = Field(default=2048, ge=1)
 
 
 class StoreConfig(BaseModel):
@@ -116,9 +120,32 @@ class RetrievalConfig(BaseModel):
 class ReaderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["deterministic"] = "deterministic"
+    # deterministic: raw turns plus memories extracted by rules (no LLM); llm: the configured
+    # LLM extracts the memories (raw turns are always kept)
+    backend: Literal["deterministic", "llm"] = "deterministic"
     # each raw turn is indexed with this many preceding turns of its session as context
     context_turns: int = Field(default=2, ge=0, le=10)
+    # derive facts, preferences and events from raw turns (in the background job of add)
+    extract: bool = True
+    # llm: turns per extraction call (a window of the conversation)
+    llm_window_chars: int = Field(default=6000, ge=500)
+    # search first waits up to this long for the scope's pending add jobs (read your writes)
+    search_wait_s: float = Field(default=30.0, ge=0)
+
+
+class LifecycleConfig(BaseModel):
+    """How a new memory is weighed against its stored neighbours (see operation/lifecycle)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    neighbours: int = Field(default=5, ge=1, le=100)
+    skip_similarity: float = Field(default=0.95, gt=0, le=1)  # a duplicate
+    update_similarity: float = Field(default=0.85, gt=0, le=1)  # the same, with more detail
+    conflict_similarity: float = Field(default=0.6, gt=0, le=1)  # opposite polarity: supersede
+    # expiry: items of these kinds expire (expires_at set at add) after so many days
+    ttl_days: dict[str, int] = Field(default_factory=dict)
+    # archival: active items not accessed (or added) for this many days are archived by expire()
+    archive_after_days: int | None = Field(default=None, ge=1)
 
 
 class SchedulerConfig(BaseModel):
@@ -159,6 +186,7 @@ class Settings(BaseSettings):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
     max_text_chars: int = Field(default=100_000, ge=1)
 
     @classmethod

@@ -16,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mnemic.config import RetrievalConfig, Settings, load_settings
@@ -32,6 +31,7 @@ from mnemic.models import (
     SearchHit,
     utcnow,
 )
+from mnemic.operation.jobs import JobQueue
 from mnemic.operation.reader.deterministic import DeterministicReader, embed_text
 from mnemic.operation.reader.messages import (
     MessagesInput,
@@ -117,7 +117,12 @@ class Memory:
         config_file: str | Path | None = None,
         store: Store | None = None,
         embedder: Embedder | None = None,
+        jobs: JobQueue | None = None,
+        background: bool = True,
     ) -> None:
+        """``background``: run add's jobs (embedding, extraction) on a worker thread of this
+        process; ``False`` (short-lived processes such as the CLI): journal them and run them
+        when something waits for them (``add(wait=True)``, ``search``, ``wait``)."""
         if settings is None:
             overrides: dict[str, Any] = {"home": Path(home)} if home is not None else {}
             settings = load_settings(config_file, **overrides)
@@ -128,8 +133,19 @@ class Memory:
         self.reader = DeterministicReader(context_turns=settings.reader.context_turns)
         self._retriever: Retriever | None = None
         self._scheduler: Scheduler | None = None
-        # called with (items, vectors) after every durable add: the scheduler, benchmarks
-        self.listeners: list[Callable[[list[MemoryItem], np.ndarray], None]] = []
+        # called with the stored items after every durable add (benchmarks, observers)
+        self.listeners: list[Callable[[list[MemoryItem]], None]] = []
+        from mnemic.operation import wiring
+
+        self.lifecycle = wiring.lifecycle(self.settings, self.store)
+        self.jobs: JobQueue = wiring.start_jobs(
+            self.settings,
+            self.store,
+            lambda: self.embedder,
+            self.lifecycle,
+            jobs,
+            background=background,
+        )
 
     # ------------------------------------------------------------------ wiring
 
@@ -160,7 +176,9 @@ class Memory:
     def scheduler(self) -> Scheduler | None:
         """The memory scheduler (per-session working memory), or None when disabled."""
         if self._scheduler is None and self.settings.scheduler.enabled:
-            self._scheduler = Scheduler(self.store, self.settings.scheduler)
+            self._scheduler = Scheduler(
+                self.store, self.settings.scheduler, embedder=lambda: self.embedder
+            )
         return self._scheduler
 
     def set_retrieval(self, config: RetrievalConfig) -> None:
@@ -169,6 +187,8 @@ class Memory:
         self.settings = self.settings.model_copy(update={"retrieval": config})
 
     def close(self) -> None:
+        """Close the store; jobs not yet done stay journaled and resume on the next open."""
+        self.jobs.close()
         self.store.close()
 
     def __enter__(self) -> Memory:
@@ -217,13 +237,18 @@ class Memory:
         session_id: str | None = None,
         agent_id: str | None = None,
         timestamp: datetime | str | None = None,
+        wait: bool = False,
     ) -> list[MemoryItem]:
-        """Remember messages or text. Returns the stored items once they are durable.
+        """Remember messages or text. Returns the stored raw items once they are durable.
 
         ``messages``: a text, a list of texts, or chat messages as dicts with ``content`` (or
         ``text``), and optionally ``role``/``speaker``, ``id`` and ``timestamp``.
         ``timestamp`` is when the conversation happened (default: now); it becomes each
         item's ``valid_from`` unless a message carries its own.
+
+        Raw turns are stored (and full-text searchable) before this returns; embedding them,
+        extracting memories and the lifecycle decisions run as a background job. ``wait``
+        returns only when that job is done (and raises if it failed).
         """
         parsed = normalize_messages(messages, self.settings.max_text_chars)
         cube = self._scope(user_id, cube_id, create=True)
@@ -238,12 +263,77 @@ class Memory:
             agent_id=agent_id,
             timestamp=when,
         )
-        vectors = self.embedder.embed([embed_text(item) for item in items])
-        self.store.add_items(items, vectors, actor=user_id, reason="add")
+        from mnemic.operation import wiring
+
+        items = wiring.with_ttl(items, self.settings.lifecycle)
+        self.store.add_items(items, None, actor=user_id, reason="add")
         if self.scheduler is not None:
-            self.scheduler.observe(items, vectors)
+            self.scheduler.observe(items, None)
         for listener in self.listeners:
-            listener(items, vectors)
+            listener(items)
+        job = self.jobs.submit(
+            wiring.JOB_KIND,
+            wiring.job_scope(user_id, cube),
+            {
+                "user_id": user_id,
+                "cube_id": cube,
+                "item_ids": [i.id for i in items],
+                "actor": user_id,
+            },
+        )
+        if wait:
+            self.jobs.wait([job])
+        return items
+
+    def add_document(
+        self,
+        text: str,
+        *,
+        user_id: str,
+        title: str | None = None,
+        format: str = "text",
+        cube_id: str | None = None,
+        session_id: str | None = None,
+        timestamp: datetime | str | None = None,
+        wait: bool = False,
+    ) -> list[MemoryItem]:
+        """Remember a document (``format``: ``text`` or ``markdown``), chunked along its
+        structure (headings, paragraphs, sentences); each chunk is a ``document`` item with
+        its offsets. Extraction runs in the background as for ``add``."""
+        from mnemic.operation import wiring
+        from mnemic.operation.reader.documents import read_document
+
+        text = check_text(text, self.settings.max_text_chars, "document")
+        if format not in ("text", "markdown"):
+            raise InvalidInput(f"format must be text or markdown, not {format!r}")
+        if title is not None:
+            _check_id(title, "title")
+        cube = self._scope(user_id, cube_id, create=True)
+        if session_id is not None:
+            _check_id(session_id, "session_id")
+        items = read_document(
+            text,
+            user_id=user_id,
+            cube_id=cube,
+            title=title,
+            fmt=format,
+            timestamp=parse_time(timestamp) or utcnow(),
+            session_id=session_id,
+        )
+        items = wiring.with_ttl(items, self.settings.lifecycle)
+        self.store.add_items(items, None, actor=user_id, reason=f"add document {title or ''}")
+        job = self.jobs.submit(
+            wiring.JOB_KIND,
+            wiring.job_scope(user_id, cube),
+            {
+                "user_id": user_id,
+                "cube_id": cube,
+                "item_ids": [i.id for i in items],
+                "actor": user_id,
+            },
+        )
+        if wait:
+            self.jobs.wait([job])
         return items
 
     def update(
@@ -290,9 +380,15 @@ class Memory:
         purge: bool = False,
         reason: str | None = None,
     ) -> None:
-        """Mark an item deleted (kept in history, restorable); ``purge=True`` erases it."""
+        """Mark an item deleted (kept in history, restorable); ``purge=True`` erases it.
+        Memories extracted from that item alone go with it."""
         cube = self._scope(user_id, cube_id)
         self._forget(user_id, cube, [item_id])
+        from mnemic.operation import wiring
+
+        self.jobs.wait_scope(wiring.job_scope(user_id, cube), self.settings.reader.search_wait_s)
+        for derived in wiring.derived_from(self.store, user_id, cube, item_id):
+            self.delete(derived.id, user_id=user_id, cube_id=cube, purge=purge, reason=reason)
         if purge:
             self.store.purge_item(user_id, cube, item_id, actor=user_id)
             return
@@ -373,6 +469,10 @@ class Memory:
             cube = self._scope(user_id, cube_id, embeds=True)
         except NotFound:
             return []  # nothing remembered yet is an empty answer, not an error
+        from mnemic.operation import wiring
+
+        # read your writes: what this scope's recent adds extract is searched too
+        self.jobs.wait_scope(wiring.job_scope(user_id, cube), self.settings.reader.search_wait_s)
         flt = _filters(filters).to_item_filter()
         seed: dict[str, list[Scored]] = {}
         scheduler = self.scheduler if session_id is not None else None
@@ -397,6 +497,56 @@ class Memory:
                 [h.item for h in hits], user_id=user_id, cube_id=cube, session_id=session_id
             )
         return hits
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def wait(
+        self, *, user_id: str, cube_id: str | None = None, timeout: float | None = None
+    ) -> bool:
+        """Block until the scope's background jobs are done; False if ``timeout`` passed."""
+        from mnemic.operation import wiring
+
+        cube = self._scope(user_id, cube_id)
+        return self.jobs.wait_scope(wiring.job_scope(user_id, cube), timeout)
+
+    def failed_jobs(self, *, user_id: str, cube_id: str | None = None) -> list[dict[str, Any]]:
+        """Background jobs of the scope that failed, with their errors (raw turns are kept)."""
+        from mnemic.operation import wiring
+
+        cube = self._scope(user_id, cube_id)
+        return [
+            {"id": j.id, "kind": j.kind, "error": j.error, "item_ids": j.payload.get("item_ids")}
+            for j in self.jobs.failed(wiring.job_scope(user_id, cube))
+        ]
+
+    def versions(
+        self, item_id: str, *, user_id: str, cube_id: str | None = None
+    ) -> list[MemoryItem]:
+        """The chain of memories this one belongs to, oldest first: the items it superseded
+        and those that superseded it (each item's own edits are in ``history``)."""
+        from mnemic.operation import wiring
+
+        cube = self._scope(user_id, cube_id)
+        return wiring.version_chain(
+            self.store, user_id, cube, self.get(item_id, user_id=user_id, cube_id=cube)
+        )
+
+    def expire(
+        self,
+        *,
+        user_id: str,
+        cube_id: str | None = None,
+        now: datetime | str | None = None,
+    ) -> dict[str, int]:
+        """Apply the lifecycle policy: items past ``expires_at`` and, with
+        ``lifecycle.archive_after_days``, items unused that long are archived (kept, out of
+        search; history says why). Returns how many of each."""
+        from mnemic.operation import wiring
+
+        cube = self._scope(user_id, cube_id)
+        return wiring.expire(
+            self.store, self.settings.lifecycle, user_id, cube, parse_time(now, "now") or utcnow()
+        )
 
     def backup(self, dest: str | Path) -> dict[str, Any]:
         """Copy the whole store, online, to the new folder ``dest`` (with a hash manifest)."""

@@ -260,7 +260,9 @@ def ingest(
     t = time.perf_counter()
     for conv in conversations:
         for session_id, when, turns in conv.sessions:
-            added = mem.add(turns, user_id=user_of(conv), session_id=session_id, timestamp=when)
+            added = mem.add(
+                turns, user_id=user_of(conv), session_id=session_id, timestamp=when, wait=True
+            )
             items_added += len(added)
             if progress:
                 progress("ingest", len(added))

@@ -31,6 +31,7 @@ import numpy as np
 from mnemic.config import SchedulerConfig, Settings
 from mnemic.infra.embed.base import Embedder
 from mnemic.models import MemoryItem
+from mnemic.operation.reader.deterministic import embed_text
 from mnemic.operation.scheduler import Scheduler
 
 from .locomo import CATEGORIES, Conversation, Question, user_of
@@ -127,7 +128,9 @@ def run(
                 # one working memory per conversation: the agent's ongoing dialogue
                 thread = f"{conv.name}-dialogue"
 
-                def observe(items: list[MemoryItem], vectors: np.ndarray) -> None:
+                def observe(items: list[MemoryItem]) -> None:
+                    # embedded once here for all schedulers (add embeds in the background)
+                    vectors = embedder.embed([embed_text(i) for i in items])
                     moved = [i.model_copy(update={"session_id": thread}) for i in items]  # noqa: B023
                     for sched in scheds.values():  # noqa: B023
                         sched.observe(moved, vectors)
@@ -135,7 +138,7 @@ def run(
                 mem.listeners.append(observe)
                 asked = schedule(conv)
                 for session_id, when, turns in conv.sessions:
-                    mem.add(turns, user_id=user, session_id=session_id, timestamp=when)
+                    mem.add(turns, user_id=user, session_id=session_id, timestamp=when, wait=True)
                     for q in asked.get(session_id, []):
                         for key, sched in scheds.items():
                             held = held_turns(sched, user, cube, thread)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,9 +58,18 @@ class JsonPoster:
     def close(self) -> None:
         self._client.close()
 
-    def post(self, path: str, payload: dict[str, Any], *, what: str) -> httpx.Response:
-        """The first response under 400; ``what`` names the request in error messages."""
-        return self._send(path, payload, what=what, stream=False)
+    def post(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        what: str,
+        refused: Callable[[int, str], bool] | None = None,
+    ) -> httpx.Response:
+        """The first response under 400; ``what`` names the request in error messages.
+        ``refused(status, body)`` marks error responses that retrying cannot help (e.g. a
+        server answering an unsupported option with HTTP 500): raised at once."""
+        return self._send(path, payload, what=what, stream=False, refused=refused)
 
     def stream_lines(self, path: str, payload: dict[str, Any], *, what: str) -> Iterator[str]:
         """The response body line by line as it arrives. Only the request is retried: once
@@ -80,7 +89,13 @@ class JsonPoster:
             response.close()
 
     def _send(
-        self, path: str, payload: dict[str, Any], *, what: str, stream: bool
+        self,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        what: str,
+        stream: bool,
+        refused: Callable[[int, str], bool] | None = None,
     ) -> httpx.Response:
         url = self.url(path)
         last = ""
@@ -101,7 +116,9 @@ class JsonPoster:
                 if status < 400:
                     return response
                 last = f"HTTP {status}: {snippet(response.text)}"
-                if status not in RETRY_STATUS and status < 500:
+                if (status not in RETRY_STATUS and status < 500) or (
+                    refused is not None and refused(status, response.text)
+                ):
                     hint = f" (check {self.key_hint})" if status in (401, 403) else ""
                     raise HTTPRejected(
                         f"{url} rejected the request for {what}: {last}{hint}",

@@ -46,7 +46,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 def _memory(home: Path | None, config: Path | None) -> Any:
     from mnemic.sdk import Memory
 
-    return Memory(home=home, config_file=config)
+    # a command is a short-lived process: add's background jobs are journaled and run by
+    # the next command that needs them (search, add --wait), never cut off at exit
+    return Memory(home=home, config_file=config, background=False)
 
 
 def _dump(value: Any) -> None:
@@ -72,6 +74,12 @@ def add(
     home: HomeOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="Also embed and extract memories now, instead of at the next search."
+        ),
+    ] = False,
 ) -> None:
     """Remember a text, or a conversation from a JSON file of messages."""
     payload: Any
@@ -85,13 +93,54 @@ def add(
         payload = {"content": body, "speaker": speaker} if speaker else body
     with _memory(home, config) as mem:
         items = mem.add(
-            payload, user_id=user, cube_id=cube, session_id=session, timestamp=timestamp
+            payload, user_id=user, cube_id=cube, session_id=session, timestamp=timestamp, wait=wait
         )
     if as_json:
         _dump([i.model_dump(mode="json") for i in items])
     else:
         for item in items:
             console.print(f"[green]added[/green] {item.id}  {item.text[:80]}")
+
+
+@app.command("add-document")
+def add_document(
+    file: Annotated[Path, typer.Argument(help="A plain-text or Markdown file.")],
+    user: UserOpt = "default",
+    cube: CubeOpt = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="text or markdown (default: by extension).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Also extract memories now.")] = False,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remember a document, chunked along its headings and paragraphs."""
+    try:
+        body = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MnemicError(f"cannot read {file}: {exc}") from exc
+    kind = fmt or ("markdown" if file.suffix.lower() in (".md", ".markdown") else "text")
+    with _memory(home, config) as mem:
+        items = mem.add_document(
+            body, user_id=user, cube_id=cube, title=file.name, format=kind, wait=wait
+        )
+    if as_json:
+        _dump([i.model_dump(mode="json") for i in items])
+    else:
+        console.print(f"[green]added[/green] {len(items)} chunks of {file.name}")
+
+
+@app.command()
+def expire(
+    user: UserOpt = "default",
+    cube: CubeOpt = None,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Archive what the lifecycle policy says is due (TTL, unused for too long)."""
+    with _memory(home, config) as mem:
+        _dump(mem.expire(user_id=user, cube_id=cube))
 
 
 @app.command()
@@ -258,6 +307,29 @@ def _default_locomo() -> Path:
 
     here = Path("../shared/bench/locomo")
     return here if here.is_dir() else DEFAULT_PATH
+
+
+@bench_app.command("add")
+def bench_add(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A folder of LoCoMo .json files (default ../shared/bench/locomo)."),
+    ] = None,
+    turns: Annotated[int, typer.Option(help="Turns in the conversation.")] = 600,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Seconds to add one long conversation: CLI with and without --wait, SDK likewise."""
+    from mnemic.bench import ingest
+
+    report = ingest.run(path or _default_locomo(), turns)
+    table = Table(title=f"add of a {turns}-turn conversation (seconds)")
+    for key in report:
+        table.add_column(key)
+    table.add_row(*(str(v) for v in report.values()))
+    console.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        console.print(f"wrote {json_out}")
 
 
 @bench_app.command("locomo")

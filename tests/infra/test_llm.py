@@ -165,7 +165,10 @@ def test_json_schema_rejected_falls_back_and_remembers(peer: ChatPeer) -> None:
     assert llm.json_format == "json_object"
     peer.replies = [Reply(content='{"subject": "Bo"}')]
     assert llm.complete_json(ASK, Fact) == Fact(subject="Bo")
-    assert peer.requests[2]["response_format"] == {"type": "json_object"}
+    assert peer.requests[2]["response_format"] == {
+        "type": "json_object",
+        "schema": Fact.model_json_schema(),  # llama.cpp's server enforces it
+    }
 
 
 def test_falls_back_to_no_response_format(peer: ChatPeer) -> None:
@@ -275,3 +278,25 @@ def test_parse_json_reply_quotes_a_long_reply_cut_short() -> None:
     with pytest.raises(LLMOutputError) as info:
         parse_json_reply("word " * 500, Fact)
     assert "..." in str(info.value) and len(str(info.value)) < 400
+
+
+def test_server_error_refusing_json_schema_falls_back_at_once(peer: ChatPeer) -> None:
+    # llama-cpp-python's server answers OpenAI's json_schema with HTTP 500 and a validation
+    # error: retrying cannot help, the next format is asked at once
+    refusal = Reply(
+        status=500,
+        body='{"error": {"message": "1 validation error: {\'type\': \'literal_error\', '
+        "'loc': ('body', 'response_format', 'type'), 'msg': \\\"Input should be 'text' or "
+        "'json_object'\\\", 'input': 'json_schema'}\"}}",
+    )
+    llm = client(peer, max_retries=3)
+    peer.replies = [refusal, Reply(content='{"subject": "Di"}')]
+    assert llm.complete_json(ASK, Fact) == Fact(subject="Di")
+    assert [r["response_format"]["type"] for r in peer.requests] == ["json_schema", "json_object"]
+    # an ordinary server error is still retried, not taken for a refusal
+    peer.replies = [
+        Reply(status=500, body='{"error": "overloaded"}'),
+        Reply(content='{"subject": "Ed"}'),
+    ]
+    assert llm.complete_json(ASK, Fact) == Fact(subject="Ed")
+    assert [r["response_format"]["type"] for r in peer.requests[2:]] == ["json_object"] * 2

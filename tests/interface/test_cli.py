@@ -31,7 +31,9 @@ def test_add_search_show_update_history_delete(tmp_path: Path) -> None:
     out = mnemic(home, "search", "what does ana like to eat", "--user", "ana", "--json")
     assert out.returncode == 0, out.stderr
     hits = json.loads(out.stdout)
-    assert hits[0]["item"]["id"] == item_id and hits[0]["why"]
+    # the turn itself, or the preference extracted from it
+    top = hits[0]["item"]
+    assert item_id in (top["id"], *top["source"]["item_ids"]) and hits[0]["why"]
 
     shown = json.loads(mnemic(home, "show", item_id, "--user", "ana").stdout)
     assert shown["text"] == "My favourite food is ramen."
@@ -69,3 +71,21 @@ def test_errors_are_clear_and_exit_nonzero(tmp_path: Path) -> None:
     assert out.returncode == 2 and "no memory 'nope'" in out.stderr
     out = mnemic(home, "search", "x", "--user", "ana", "--top-k", "0")
     assert out.returncode == 2 and "top_k" in out.stderr
+
+
+def test_add_document_and_add_wait(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    doc = tmp_path / "notes.md"
+    doc.write_text("# Boat\n\nThe boat is called Wanda.\n\n# Car\n\nThe car is blue.\n")
+    out = mnemic(home, "add-document", str(doc), "--user", "ana", "--json")
+    assert out.returncode == 0, out.stderr
+    chunks = json.loads(out.stdout)
+    assert [c["metadata"]["headings"] for c in chunks] == [["Boat"], ["Car"]]
+    out = mnemic(home, "add", "--wait", "I live in Porto.", "--user", "ana")
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(mnemic(home, "list", "--user", "ana", "--json").stdout)
+    assert "the user lives in Porto" in [i["text"] for i in listed]
+    assert json.loads(mnemic(home, "expire", "--user", "ana").stdout) == {
+        "expired": 0,
+        "archived": 0,
+    }

@@ -46,12 +46,15 @@ def test_reader_keeps_provenance_and_context_keys() -> None:
     assert second.source.message_ids == ["D1:2"] and second.kind == MemoryKind.RAW_TURN
     assert second.valid_from == when and second.session_id == "s"
     # the answer is indexed with the question it answers; the vector sees only its own words
-    assert second.index_text == "Ana: Where should we eat?\nBen: The ramen place."
+    # ...and with the day it was said
+    assert second.index_text == (
+        "Ana: Where should we eat?\nBen: The ramen place.\non 8 May 2023 (Monday)"
+    )
     assert embed_text(second) == "Ben: The ramen place."
-    assert first.index_text == "Ana: Where should we eat?"
+    assert first.index_text == "Ana: Where should we eat?\non 8 May 2023 (Monday)"
     assert (
         DeterministicReader(context_turns=0)
         .read(messages, user_id="u", cube_id="c", session_id=None, agent_id=None, timestamp=when)[1]
         .index_text
-        == "Ben: The ramen place."
+        == "Ben: The ramen place.\non 8 May 2023 (Monday)"
     )

@@ -17,4 +17,8 @@ def get_llm(config: LLMConfig) -> LLM | None:
         from mnemic.infra.llm.openai_compat import OpenAICompatLLM
 
         return OpenAICompatLLM.from_config(config)
-    raise ConfigError(f"unknown llm backend {config.backend!r}; use none or openai")
+    if config.backend == "hf":
+        from mnemic.infra.llm.hf import HFLLM
+
+        return HFLLM.from_config(config)
+    raise ConfigError(f"unknown llm backend {config.backend!r}; use none, openai or hf")

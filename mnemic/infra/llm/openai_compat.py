@@ -5,8 +5,10 @@ Requests go through :class:`mnemic.infra.http.JsonPoster` (retries with backoff 
 network errors, 408, 429 and 5xx; other 4xx fail at once).
 
 :meth:`OpenAICompatLLM.complete_json` asks for ``response_format`` ``json_schema`` first; a
-server that rejects that with HTTP 400/422 naming ``response_format`` is asked with
-``json_object``, then with no ``response_format`` (the schema then goes in a system message),
+server that rejects that (HTTP 400/422 naming ``response_format``, or llama-cpp-python's
+HTTP 500 validation error naming it) is asked with
+``json_object`` (with the schema, which llama.cpp's server enforces), then with no
+``response_format`` (the schema then goes in a system message),
 and the client remembers what worked. A reply that does not parse or validate is sent back
 with the error quoted, up to ``retries`` times.
 """
@@ -41,8 +43,10 @@ class OpenAICompatLLM:
         timeout_s: float = 60.0,
         max_retries: int = 2,
         backoff_base_s: float = BACKOFF_BASE_S,
+        max_tokens: int | None = None,
     ) -> None:
         self.model = model
+        self.max_tokens = max_tokens  # per structured reply (complete_json); None: the server's
         self._poster = JsonPoster(
             base_url,
             api_key=api_key,
@@ -64,6 +68,7 @@ class OpenAICompatLLM:
             api_key=config.api_key,
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
+            max_tokens=config.max_new_tokens,
         )
 
     @property
@@ -176,7 +181,7 @@ class OpenAICompatLLM:
         index = self._format
         while True:
             kind = FORMATS[index]
-            payload = self._payload(_with_schema_hint(messages, schema, kind), 0.0, None)
+            payload = self._payload(_with_schema_hint(messages, schema, kind), 0.0, self.max_tokens)
             if kind == "json_schema":
                 payload["response_format"] = {
                     "type": "json_schema",
@@ -187,11 +192,21 @@ class OpenAICompatLLM:
                     },
                 }
             elif kind == "json_object":
-                payload["response_format"] = {"type": "json_object"}
+                # llama.cpp's server constrains the output to a "schema" given here; others
+                # ignore it (and one that refuses it is asked without response_format)
+                payload["response_format"] = {
+                    "type": "json_object",
+                    "schema": schema.model_json_schema(),
+                }
             try:
-                response = self._poster.post(PATH, payload, what=self._what)
+                response = self._poster.post(
+                    PATH,
+                    payload,
+                    what=self._what,
+                    refused=_refuses_format if index + 1 < len(FORMATS) else None,
+                )
             except HTTPRejected as exc:
-                if index + 1 < len(FORMATS) and _rejects_format(exc):
+                if index + 1 < len(FORMATS) and _refuses_format(exc.status, exc.body):
                     index += 1
                     continue
                 raise
@@ -221,9 +236,14 @@ class OpenAICompatLLM:
         return content
 
 
-def _rejects_format(exc: HTTPRejected) -> bool:
-    body = exc.body.lower()
-    return exc.status in (400, 422) and ("response_format" in body or "json_schema" in body)
+def _refuses_format(status: int, body: str) -> bool:
+    """The server does not take this ``response_format``: HTTP 400/422 naming it, or HTTP 500
+    with a validation error naming it (llama-cpp-python's server answers ``json_schema`` so)."""
+    body = body.lower()
+    names_it = "response_format" in body or "json_schema" in body
+    if status in (400, 422):
+        return names_it
+    return status == 500 and names_it and ("validation" in body or "literal_error" in body)
 
 
 def _with_schema_hint(

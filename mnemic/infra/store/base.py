@@ -70,6 +70,15 @@ class Store(Protocol):
         """Insert items (and their vectors) in one transaction, with a history row each."""
         ...
 
+    def put_vectors(
+        self, user_id: str, cube_id: str, ids: Sequence[str], vectors: np.ndarray
+    ) -> int:
+        """Set (or replace) the vectors of stored items of this scope, row n of ``vectors``
+        for ``ids[n]``, in one transaction, without a history row: a vector is derived data
+        (``add`` stores raw turns first and embeds them in the background). Ids not in the
+        scope are ignored; returns how many were set."""
+        ...
+
     def get_items(self, user_id: str, cube_id: str, ids: Sequence[str]) -> list[MemoryItem]:
         """The items among ``ids`` in this scope, in the order of ``ids``; unknown ids dropped."""
         ...

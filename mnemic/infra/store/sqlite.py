@@ -431,6 +431,27 @@ class SQLiteStore:
             ),
         )
 
+    def put_vectors(
+        self, user_id: str, cube_id: str, ids: Sequence[str], vectors: np.ndarray
+    ) -> int:
+        checked = self._check_vectors(vectors, len(ids))
+        assert checked is not None
+        scope = scope_key(user_id, cube_id)
+        done = 0
+        with self._tx() as db:
+            for n, item_id in enumerate(ids):
+                row = db.execute(
+                    "SELECT rowid FROM items WHERE id = ? AND user_id = ? AND cube_id = ?",
+                    (item_id, user_id, cube_id),
+                ).fetchone()
+                if row is not None:
+                    self._put_vector(db, row[0], scope, checked[n])
+                    done += 1
+        with self._lock:
+            if scope in self._indexes:
+                self._sync_index(scope)
+        return done
+
     def _rows_by_id(
         self, select: str, user_id: str, cube_id: str, ids: Sequence[str]
     ) -> list[sqlite3.Row]:

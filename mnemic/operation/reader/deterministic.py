@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from mnemic.models import MemoryItem, MemoryKind, Source
+from mnemic.operation.reader.dates import date_keys
 from mnemic.operation.reader.messages import Message
 
 
@@ -31,6 +32,7 @@ class DeterministicReader:
         items: list[MemoryItem] = []
         for n, message in enumerate(messages):
             context = messages[max(0, n - self.context_turns) : n]
+            when = message.timestamp or timestamp
             items.append(
                 MemoryItem(
                     user_id=user_id,
@@ -38,10 +40,10 @@ class DeterministicReader:
                     session_id=session_id,
                     agent_id=agent_id,
                     text=message.text,
-                    index_text=index_text(message, context),
+                    index_text=index_text(message, context, when),
                     kind=MemoryKind.RAW_TURN if message.speaker else MemoryKind.FACT,
                     speaker=message.speaker,
-                    valid_from=message.timestamp or timestamp,
+                    valid_from=when,
                     source=Source(
                         kind=source_kind,
                         message_ids=[message.message_id] if message.message_id else [],
@@ -52,9 +54,12 @@ class DeterministicReader:
         return items
 
 
-def index_text(message: Message, context: list[Message]) -> str:
-    """The searchable key of a turn: who said it, and the turns it follows."""
-    return "\n".join(_line(m) for m in [*context, message])
+def index_text(message: Message, context: list[Message], when: datetime | None = None) -> str:
+    """The searchable key of a turn: who said it, the turns it follows, and the day it was
+    said with the absolute dates its time expressions mean ("yesterday: 7 May 2023")."""
+    lines = [_line(m) for m in [*context, message]]
+    dated = date_keys(message.text, when)
+    return "\n".join([*lines, dated] if dated else lines)
 
 
 def _line(message: Message) -> str:

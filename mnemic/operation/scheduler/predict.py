@@ -108,7 +108,8 @@ class NextScenePredictor:
         k: int,
     ) -> list[Scored]:
         """The ``k`` items the next turns most likely need, best first. ``recent`` are the
-        session's last turns (oldest first) and ``vectors`` their embeddings (or None)."""
+        session's last turns (oldest first) and ``vectors`` the embeddings of the last of
+        them (at least ``scene_turns``, aligned to the end of ``recent``), or None."""
         cfg = self.config
         recent = list(recent)[-max(cfg.window, k) :]  # at least as many as fit
         if not recent or k <= 0:
@@ -125,7 +126,7 @@ class NextScenePredictor:
         if vectors is not None and len(vectors):
             scene = scene_vector(
                 np.asarray(vectors)[-cfg.scene_turns :], cfg.half_life, cfg.drift
-            )
+            )  # the last turns' vectors (``vectors`` may hold only those)
             if scene is not None:
                 hits = self.store.vector_search(user_id, cube_id, scene, depth, _ACTIVE)
                 lists.append(([h.item_id for h in hits], 1.0))

@@ -18,12 +18,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from mnemic.config import SchedulerConfig
+from mnemic.infra.embed.base import Embedder
 from mnemic.infra.store.base import Store
 from mnemic.models import MemoryItem
 from mnemic.operation.scheduler.predict import NextScenePredictor
@@ -69,9 +70,17 @@ class _Session:
 class Scheduler:
     """Working memory for many sessions at once (at most ``max_sessions``, LRU)."""
 
-    def __init__(self, store: Store, config: SchedulerConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: SchedulerConfig,
+        embedder: Callable[[], Embedder] | None = None,
+    ) -> None:
+        """``embedder`` gives the scene its vector when turns arrive without one (``add``
+        stores raw turns first and embeds them in the background)."""
         self.store = store
         self.config = config
+        self.embedder = embedder
         self.predictor = NextScenePredictor(store, config)
         self.stats = SchedulerStats()
         self._sessions: OrderedDict[Key, _Session] = OrderedDict()
@@ -116,9 +125,11 @@ class Scheduler:
 
     def _preload(self, key: Key, session: _Session) -> list[str]:
         t = time.perf_counter()
+        self._embed_scene(session)
         recent = [item for item, _ in session.recent]
-        vecs = [v for _, v in session.recent if v is not None]
-        vectors = np.stack(vecs) if vecs and len(vecs) == len(recent) else None
+        scene = list(session.recent)[-self.config.scene_turns :]
+        vecs = [v for _, v in scene if v is not None]
+        vectors = np.stack(vecs) if vecs and len(vecs) == len(scene) else None
         user_id, cube_id, _ = key
         predicted = self.predictor.predict(
             user_id, cube_id, recent, vectors, self.config.capacity
@@ -132,6 +143,24 @@ class Scheduler:
         self.stats.preloaded_items += len(chosen)
         self.stats.preload_ms.append((time.perf_counter() - t) * 1000)
         return [c[0].id for c in chosen]
+
+    def _embed_scene(self, session: _Session) -> None:
+        """Embed the scene's turns (the last ``scene_turns``) that came without a vector; the
+        older heard turns only rank by salience and need none."""
+        if self.embedder is None:
+            return
+        from mnemic.operation.reader.deterministic import embed_text
+
+        pairs = list(session.recent)
+        first = max(0, len(pairs) - self.config.scene_turns)
+        missing = [i for i in range(first, len(pairs)) if pairs[i][1] is None]
+        if not missing:
+            return
+        vectors = self.embedder().embed([embed_text(pairs[i][0]) for i in missing])
+        for row, i in enumerate(missing):
+            pairs[i] = (pairs[i][0], vectors[row])
+        session.recent.clear()
+        session.recent.extend(pairs)
 
     def lookup(
         self, query: str, *, user_id: str, cube_id: str, session_id: str, k: int = 10
