@@ -14,15 +14,17 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mnemic.config import RetrievalConfig, Settings, load_settings
-from mnemic.errors import AccessDenied, ConfigError, InvalidInput, NotFound
+from mnemic.errors import AccessDenied, ConfigError, Conflict, InvalidInput, NotFound
 from mnemic.infra.embed import Embedder, get_embedder
-from mnemic.infra.store.base import ItemFilter, Store
+from mnemic.infra.store.base import Grant, ItemFilter, Store
 from mnemic.models import (
+    ChatReply,
+    CubeManifest,
     HistoryEntry,
     MemoryItem,
     MemoryKind,
@@ -40,6 +42,9 @@ from mnemic.operation.reader.messages import (
 )
 from mnemic.operation.retrieval.packing import pack
 from mnemic.operation.retrieval.pipeline import Retriever
+
+if TYPE_CHECKING:
+    from mnemic.infra.llm.base import LLM
 
 MAX_TOP_K = 1000
 MAX_TOKEN_BUDGET = 1_000_000
@@ -170,8 +175,22 @@ class Memory:
     def _scope(
         self, user_id: str, cube_id: str | None, *, create: bool = False, embeds: bool = False
     ) -> str:
-        """The cube a call works on, checked: it exists (or is created), the user owns it, and
-        when the call embeds (``create``/``embeds``), the configured embedder is the cube's."""
+        """The cube a call works on, checked (see :meth:`_access`)."""
+        return self._access(user_id, cube_id, create=create, embeds=embeds)[1]
+
+    def _access(
+        self,
+        user_id: str,
+        cube_id: str | None,
+        *,
+        create: bool = False,
+        embeds: bool = False,
+        write: bool = False,
+    ) -> tuple[str, str]:
+        """(owner, cube) of the cube a call works on, checked: it exists (or is created), the
+        user owns it or holds a grant on it (a write grant when ``write``), and when the call
+        embeds (``create``/``embeds``), the configured embedder is the cube's. Store calls
+        use the owner: a shared cube's items stay in its owner's scope."""
         _check_id(user_id, "user_id")
         cube = cube_id if cube_id is not None else default_cube(user_id)
         _check_id(cube, "cube_id")
@@ -183,16 +202,23 @@ class Memory:
                 cube, user_id, embedder=self.embedder.id, dim=self.embedder.dim
             )
         if manifest.owner_id != user_id:
-            raise AccessDenied(
-                f"cube {cube!r} belongs to another user; use your own cube_id "
-                "or ask its owner to share it"
-            )
+            access = {g.grantee: g.access for g in self.store.grants(cube_id=cube)}.get(user_id)
+            if access is None:
+                raise AccessDenied(
+                    f"cube {cube!r} belongs to another user; use your own cube_id "
+                    "or ask its owner to share it"
+                )
+            if (write or create) and access != "write":
+                raise AccessDenied(
+                    f"cube {cube!r} is shared with {user_id!r} read-only; ask its owner "
+                    "for write access"
+                )
         if (create or embeds) and manifest.embedder and manifest.embedder != self.embedder.id:
             raise ConfigError(
                 f"cube {cube!r} was embedded with {manifest.embedder} but the configured "
                 f"embedder is {self.embedder.id}; configure that embedder or migrate the cube"
             )
-        return cube
+        return manifest.owner_id, cube
 
     # ------------------------------------------------------------------ writes
 
@@ -214,13 +240,13 @@ class Memory:
         item's ``valid_from`` unless a message carries its own.
         """
         parsed = normalize_messages(messages, self.settings.max_text_chars)
-        cube = self._scope(user_id, cube_id, create=True)
+        owner, cube = self._access(user_id, cube_id, create=True, write=True)
         if session_id is not None:
             _check_id(session_id, "session_id")
         when = parse_time(timestamp) or utcnow()
         items = self.reader.read(
             parsed,
-            user_id=user_id,
+            user_id=owner,
             cube_id=cube,
             session_id=session_id,
             agent_id=agent_id,
@@ -237,9 +263,12 @@ class Memory:
         user_id: str,
         cube_id: str | None = None,
         reason: str | None = None,
+        expected_version: int | None = None,
         **changes: Any,
     ) -> MemoryItem:
-        """Change an item's fields; its version goes up and history keeps the old one."""
+        """Change an item's fields; its version goes up and history keeps the old one.
+        With ``expected_version``, the change is refused (Conflict) unless the stored item
+        still has that version: no lost update between a read and this write."""
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise InvalidInput(
@@ -247,8 +276,13 @@ class Memory:
             )
         if not changes:
             raise InvalidInput("nothing to update: pass fields such as text=... or tags=[...]")
-        cube = self._scope(user_id, cube_id, embeds="text" in changes)
-        old = self.get(item_id, user_id=user_id, cube_id=cube)
+        owner, cube = self._access(user_id, cube_id, embeds="text" in changes, write=True)
+        old = self._get(owner, cube, item_id)
+        if expected_version is not None and expected_version != old.version:
+            raise Conflict(
+                f"memory {item_id} is at version {old.version}, not {expected_version}; "
+                "read it again and retry your change"
+            )
         if "text" in changes:
             changes["text"] = check_text(changes["text"], self.settings.max_text_chars)
             changes["index_text"] = None  # the old key described the old text
@@ -272,12 +306,15 @@ class Memory:
         purge: bool = False,
         reason: str | None = None,
     ) -> None:
-        """Mark an item deleted (kept in history, restorable); ``purge=True`` erases it."""
-        cube = self._scope(user_id, cube_id)
+        """Mark an item deleted (kept in history, restorable); ``purge=True`` erases it
+        (the cube's owner only)."""
+        owner, cube = self._access(user_id, cube_id, write=True)
         if purge:
-            self.store.purge_item(user_id, cube, item_id, actor=user_id)
+            if owner != user_id:
+                raise AccessDenied(f"only the owner of cube {cube!r} may purge its memories")
+            self.store.purge_item(owner, cube, item_id, actor=user_id)
             return
-        old = self.get(item_id, user_id=user_id, cube_id=cube)
+        old = self._get(owner, cube, item_id)
         if old.status == MemoryStatus.DELETED:
             return
         new = old.model_copy(update={"status": MemoryStatus.DELETED, "version": old.version + 1})
@@ -293,10 +330,13 @@ class Memory:
     # ------------------------------------------------------------------ reads
 
     def get(self, item_id: str, *, user_id: str, cube_id: str | None = None) -> MemoryItem:
-        cube = self._scope(user_id, cube_id)
-        found = self.store.get_items(user_id, cube, [item_id])
+        owner, cube = self._access(user_id, cube_id)
+        return self._get(owner, cube, item_id)
+
+    def _get(self, owner: str, cube: str, item_id: str) -> MemoryItem:
+        found = self.store.get_items(owner, cube, [item_id])
         if not found:
-            raise NotFound(f"no memory {item_id!r} for user {user_id!r} in cube {cube!r}")
+            raise NotFound(f"no memory {item_id!r} in cube {cube!r}")
         return found[0]
 
     def get_all(
@@ -310,18 +350,18 @@ class Memory:
     ) -> list[MemoryItem]:
         if not 1 <= limit <= 10_000 or offset < 0:
             raise InvalidInput("limit must be within 1..10000 and offset at least 0")
-        cube = self._scope(user_id, cube_id)
+        owner, cube = self._access(user_id, cube_id)
         return self.store.list_items(
-            user_id, cube, _filters(filters).to_item_filter(), limit=limit, offset=offset
+            owner, cube, _filters(filters).to_item_filter(), limit=limit, offset=offset
         )
 
     def history(
         self, item_id: str, *, user_id: str, cube_id: str | None = None
     ) -> list[HistoryEntry]:
-        cube = self._scope(user_id, cube_id)
-        entries = self.store.history(user_id, cube, item_id)
+        owner, cube = self._access(user_id, cube_id)
+        entries = self.store.history(owner, cube, item_id)
         if not entries:
-            raise NotFound(f"no memory {item_id!r} for user {user_id!r} in cube {cube!r}")
+            raise NotFound(f"no memory {item_id!r} in cube {cube!r}")
         return entries
 
     def search(
@@ -348,12 +388,12 @@ class Memory:
         if token_budget is not None and not 1 <= token_budget <= MAX_TOKEN_BUDGET:
             raise InvalidInput(f"token_budget must be within 1..{MAX_TOKEN_BUDGET}")
         try:
-            cube = self._scope(user_id, cube_id, embeds=True)
+            owner, cube = self._access(user_id, cube_id, embeds=True)
         except NotFound:
             return []  # nothing remembered yet is an empty answer, not an error
         hits = self.retriever.search(
             query,
-            user_id=user_id,
+            user_id=owner,
             cube_id=cube,
             top_k=top_k,
             flt=_filters(filters).to_item_filter(),
@@ -370,6 +410,85 @@ class Memory:
     def cubes(self, *, user_id: str) -> list[str]:
         _check_id(user_id, "user_id")
         return [c.cube_id for c in self.store.list_cubes(user_id)]
+
+    # ------------------------------------------------------------------ cubes and sharing
+
+    def create_cube(self, cube_id: str | None = None, *, user_id: str) -> CubeManifest:
+        """Create the cube ``cube_id`` owned by ``user_id`` (their default cube if None);
+        creating a cube the user already owns returns it unchanged."""
+        owner, cube = self._access(user_id, cube_id, create=True)
+        if owner != user_id:
+            raise AccessDenied(f"cube {cube!r} already exists and belongs to another user")
+        manifest = self.store.get_cube(cube)
+        assert manifest is not None
+        return manifest
+
+    def share(
+        self, cube_id: str, *, user_id: str, with_user: str, access: str = "read"
+    ) -> Grant:
+        """Let ``with_user`` read (or, with ``access="write"``, also change) ``user_id``'s cube."""
+        _check_id(with_user, "with_user")
+        self._own(user_id, cube_id)
+        if with_user == user_id:
+            raise InvalidInput("a cube's owner already has every access; share with another user")
+        return self.store.grant(cube_id, with_user, access)
+
+    def unshare(self, cube_id: str, *, user_id: str, with_user: str) -> bool:
+        """Take back ``with_user``'s access to the cube; False if they had none."""
+        _check_id(with_user, "with_user")
+        self._own(user_id, cube_id)
+        return self.store.revoke(cube_id, with_user)
+
+    def grants(self, cube_id: str, *, user_id: str) -> list[Grant]:
+        """Who the owner has shared the cube with."""
+        self._own(user_id, cube_id)
+        return self.store.grants(cube_id=cube_id)
+
+    def shared_cubes(self, *, user_id: str) -> list[Grant]:
+        """The cubes other users have shared with ``user_id``."""
+        _check_id(user_id, "user_id")
+        return self.store.grants(grantee=user_id)
+
+    def _own(self, user_id: str, cube_id: str) -> None:
+        owner, cube = self._access(user_id, cube_id)
+        if owner != user_id:
+            raise AccessDenied(f"only the owner of cube {cube!r} may change who it is shared with")
+
+    # ------------------------------------------------------------------ chat
+
+    def chat(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        session_id: str | None = None,
+        cube_id: str | None = None,
+        token_budget: int = 1000,
+        now: datetime | str | None = None,
+    ) -> ChatReply:
+        """Answer ``query`` from memory: the session's recent turns and the memories that fit
+        ``token_budget``, through the configured LLM (or, without one, the memories
+        themselves); the question and the answer are remembered as new turns."""
+        from mnemic.operation.chat import chat
+
+        return chat(
+            self,
+            query,
+            user_id=user_id,
+            session_id=session_id,
+            cube_id=cube_id,
+            token_budget=token_budget,
+            now=now,
+        )
+
+    @property
+    def llm(self) -> LLM | None:
+        """The configured LLM, made on first use; None when ``llm.backend`` is ``none``."""
+        if not hasattr(self, "_llm"):
+            from mnemic.infra.llm import get_llm
+
+            self._llm = get_llm(self.settings.llm)
+        return self._llm
 
 
 def restore_backup(
