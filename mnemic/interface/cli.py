@@ -253,6 +253,41 @@ def restore(
     console.print(f"[green]restored[/green] {manifest['items']} items from {src}")
 
 
+@app.command()
+def chat(
+    query: Annotated[str, typer.Argument(help="Your message.")],
+    user: UserOpt = "default",
+    cube: CubeOpt = None,
+    session: Annotated[str | None, typer.Option(help="Conversation id (keeps context).")] = None,
+    budget: Annotated[int, typer.Option("--budget", help="Tokens of memories to use.")] = 1000,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask with memory: retrieved memories + the configured LLM; the turns are remembered."""
+    with _memory(home, config) as mem:
+        reply = mem.chat(query, user_id=user, session_id=session, cube_id=cube, token_budget=budget)
+    if as_json:
+        _dump(reply.model_dump(mode="json"))
+    else:
+        console.print(reply.answer, markup=False, highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8750).")] = None,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the REST API (OpenAPI at /docs). The admin key: MNEMIC_ADMIN_KEY or generated."""
+    from mnemic.config import load_settings
+    from mnemic.interface.rest.server import serve as run
+
+    overrides: dict[str, Any] = {"home": home} if home is not None else {}
+    run(load_settings(config, **overrides), host=host, port=port, announce=console.print)
+
+
 def _default_locomo() -> Path:
     from mnemic.bench.locomo import DEFAULT_PATH
 
