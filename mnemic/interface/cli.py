@@ -288,6 +288,29 @@ def serve(
     run(load_settings(config, **overrides), host=host, port=port, announce=console.print)
 
 
+@app.command()
+def mcp(
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Whose memory (default: server.mcp_user).")
+    ] = None,
+    transport: Annotated[str, typer.Option(help="stdio (default) or http.")] = "stdio",
+    host: Annotated[str, typer.Option(help="http: interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="http: port (path /mcp).")] = 8751,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve mnemic as an MCP server (tools: add/search/get/delete memory, list cubes)."""
+    from mnemic.interface.mcp_server import run
+
+    if transport not in ("stdio", "http"):
+        raise MnemicError(f"--transport must be stdio or http, not {transport!r}")
+    with _memory(home, config) as mem:
+        who = user or mem.settings.server.mcp_user
+        if transport == "http":
+            err.print(f"mnemic MCP for user {who!r} on http://{host}:{port}/mcp")
+        run(mem, who, transport="http" if transport == "http" else "stdio", host=host, port=port)
+
+
 def _default_locomo() -> Path:
     from mnemic.bench.locomo import DEFAULT_PATH
 
