@@ -318,6 +318,43 @@ def _default_locomo() -> Path:
     return here if here.is_dir() else DEFAULT_PATH
 
 
+@bench_app.command("serve")
+def bench_serve(
+    requests: Annotated[int, typer.Option(help="Total requests.")] = 2000,
+    clients: Annotated[int, typer.Option(help="Concurrent clients (one user each).")] = 8,
+    add_share: Annotated[float, typer.Option(help="Share of adds; the rest search.")] = 0.5,
+    url: Annotated[
+        str | None, typer.Option(help="A running server (default: start one, temporary home).")
+    ] = None,
+    admin_key: Annotated[
+        str | None, typer.Option(envvar="MNEMIC_ADMIN_KEY", help="With --url: its admin key.")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Load the REST API: mixed adds and searches from concurrent clients on loopback."""
+    from mnemic.bench import serve as bench
+
+    report = bench.run(
+        requests=requests, clients=clients, add_share=add_share, url=url, admin_key=admin_key
+    )
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2))
+    table = Table("op", "requests", "p50 ms", "p95 ms", "max ms")
+    for op, row in report["ops"].items():
+        ms = [f"{row[k]:.1f}" for k in ("p50_ms", "p95_ms", "max_ms")]
+        table.add_row(op, str(row["n"]), *ms)
+    console.print(table)
+    console.print(
+        f"{report['clients']} clients, {report['wall_s']:.1f} s, "
+        f"{report['throughput_rps']:.0f} req/s, errors {report['errors']}, "
+        f"acknowledged items {report['acknowledged_items']}, lost writes {report['lost_writes']}"
+    )
+    for sample in report["error_samples"]:
+        err.print(sample)
+    if report["errors"] or report["lost_writes"]:
+        raise SystemExit(1)
+
+
 @bench_app.command("locomo")
 def bench_locomo(
     path: Annotated[
