@@ -26,7 +26,10 @@ def as_utc(value: datetime | None) -> datetime | None:
         return None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00+05:00 is before datetime.min in UTC
+        raise ValueError(f"{value.isoformat()} is out of the representable time range") from exc
 
 
 class MemoryKind(enum.StrEnum):

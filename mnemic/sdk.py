@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 MAX_TOP_K = 1000
 MAX_TOKEN_BUDGET = 1_000_000
+MAX_OFFSET = 2**62  # SQLite integers are 64-bit
 _ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
 
 
@@ -348,8 +349,8 @@ class Memory:
         limit: int = 100,
         offset: int = 0,
     ) -> list[MemoryItem]:
-        if not 1 <= limit <= 10_000 or offset < 0:
-            raise InvalidInput("limit must be within 1..10000 and offset at least 0")
+        if not 1 <= limit <= 10_000 or not 0 <= offset <= MAX_OFFSET:
+            raise InvalidInput(f"limit must be within 1..10000 and offset within 0..{MAX_OFFSET}")
         owner, cube = self._access(user_id, cube_id)
         return self.store.list_items(
             owner, cube, _filters(filters).to_item_filter(), limit=limit, offset=offset

@@ -77,3 +77,15 @@ def test_bad_sharing_is_refused(memory: Memory) -> None:
     with pytest.raises(AccessDenied):  # a cube id someone else owns cannot be taken
         memory.create_cube("ana/default", user_id="bob")
     assert memory.grants("ana/default", user_id="ana") == []
+
+
+def test_out_of_range_input_is_refused_not_crashing(memory: Memory) -> None:
+    """Found by fuzzing the API: these reached SQLite or datetime and raised raw errors."""
+    memory.add("hello", user_id="ana")
+    with pytest.raises(InvalidInput):
+        memory.add("x", user_id="ana", timestamp="0001-01-01T00:00:00+05:00")
+    with pytest.raises(InvalidInput):
+        memory.get_all(user_id="ana", offset=2**70)
+    with pytest.raises(InvalidInput):
+        memory.search("hello", user_id="ana", filters={"as_of": "0001-01-01T01:00:00+09:00"})
+    assert [i.text for i in memory.get_all(user_id="ana")] == ["hello"]

@@ -321,3 +321,15 @@ def test_grants_are_kept_changed_and_revoked(store) -> None:
     with pytest.raises(NotFound):
         store.grant("nobody/cube", "bob", "read")
     assert store.grants(grantee="bob")[0].access == "write"  # failed calls changed nothing
+
+
+def test_times_before_year_1000_round_trip(store) -> None:
+    """Found by fuzzing the API: strftime wrote year 271 as '271-...', unreadable back."""
+    old = item(text="the battle", valid_from=datetime(271, 8, 16, tzinfo=UTC))
+    new = item(text="the launch", valid_from=datetime(2023, 5, 8, tzinfo=UTC))
+    add(store, [old, new])
+    assert store.get_items("ana", "ana/default", [old.id])[0].valid_from == old.valid_from
+    listed = store.list_items("ana", "ana/default", ItemFilter())
+    assert [i.id for i in listed] == [old.id, new.id]  # string order is still time order
+    before = ItemFilter(valid_before=datetime(1000, 1, 1, tzinfo=UTC))
+    assert [i.id for i in store.list_items("ana", "ana/default", before)] == [old.id]

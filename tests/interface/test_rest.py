@@ -382,3 +382,19 @@ def test_async_client(server: ThreadedServer, admin: Client) -> None:
     assert [h.action for h in history] == ["add", "update"]
     assert [i.text for i in left] == ["bees?"] and cubes == ["ana/default"]
     assert reply.llm is None
+
+
+def test_rate_buckets_refill_and_are_forgotten_when_full() -> None:
+    from mnemic.interface.rest.limits import RateLimiter
+
+    limiter = RateLimiter(rate=1000.0, burst=2)
+    assert limiter.take("k") == 0 and limiter.take("k") == 0
+    assert limiter.take("k") > 0  # the burst is spent
+    limiter.MAX_BUCKETS = 5  # type: ignore[misc]
+    for n in range(6):
+        limiter.take(f"other{n}")
+    import time
+
+    time.sleep(0.01)  # 2 tokens at 1000/s refill in 2 ms: every bucket is full again
+    limiter.take("new")
+    assert len(limiter._buckets) == 1

@@ -152,7 +152,9 @@ def ts(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads years below 1000 to four digits (strftime's %Y does not, on glibc),
+    # which both keeps string order and lets fromisoformat read the value back
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def scope_key(user_id: str, cube_id: str) -> str:

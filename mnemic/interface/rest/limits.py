@@ -11,7 +11,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class RateLimiter:
-    """``burst`` requests at once per key, refilled at ``rate`` per second."""
+    """``burst`` requests at once per key, refilled at ``rate`` per second. Buckets that have
+    refilled are forgotten once there are many, so random keys cannot grow memory without end."""
+
+    MAX_BUCKETS = 10_000
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
@@ -23,6 +26,9 @@ class RateLimiter:
         """0 if the request may go ahead, else the seconds to wait before retrying."""
         now = time.monotonic()
         with self._lock:
+            if len(self._buckets) > self.MAX_BUCKETS:
+                refill = self.burst / self.rate
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
             tokens, last = self._buckets.get(key, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - last) * self.rate)
             if tokens >= 1.0:

@@ -181,7 +181,7 @@ def list_memories(
     mem: Mem,
     cube_id: CubeQ = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     session_id: str | None = None,
     agent_id: str | None = None,
     speaker: str | None = None,
