@@ -8,11 +8,12 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnemic.config import Settings, load_settings
@@ -35,6 +36,15 @@ from mnemic.interface.rest.schemas import ErrorBody, Health
 from mnemic.sdk import Memory
 
 log = logging.getLogger("mnemic.rest")
+
+DASHBOARD = Path(__file__).with_name("static") / "dashboard.html"
+# the page talks only to this server and loads nothing from elsewhere
+_PAGE_HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
 
 # (status, code) of each SDK error; the SDK's message already says what to do
 _STATUS: list[tuple[type[MnemicError], int, str]] = [
@@ -121,6 +131,15 @@ def create_app(settings: Settings | None = None, *, memory: Memory | None = None
         return metrics.render(
             {"mnemic_users": len(users), "mnemic_cubes": cubes, "mnemic_active_items": items}
         )
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard")
+
+    @app.get("/dashboard", include_in_schema=False)
+    def dashboard() -> HTMLResponse:
+        """The web dashboard: one static page over this API (the key stays in the tab)."""
+        return HTMLResponse(DASHBOARD.read_text(encoding="utf-8"), headers=_PAGE_HEADERS)
 
     app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
