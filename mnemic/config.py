@@ -172,6 +172,23 @@ class SchedulerConfig(BaseModel):
     rrf_k: int = Field(default=10, ge=1)
 
 
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # `mnemic serve` and `mnemic mcp --transport http`: loopback unless told otherwise
+    host: str = "127.0.0.1"
+    port: int = Field(default=8750, ge=0, le=65535)
+    # the admin key manages users; also MNEMIC_ADMIN_KEY. Unset: one is generated at the
+    # first start, printed once, and only its hash is kept (<home>/keys.db)
+    admin_key: str | None = None
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # per API key: a bucket of rate_burst requests refilled at rate_limit per second
+    rate_limit: float = Field(default=50.0, gt=0)
+    rate_burst: int = Field(default=100, ge=1)
+    # the MCP server acts as this user (also `mnemic mcp --user`)
+    mcp_user: str = "default"
+
+
 class Settings(BaseSettings):
     """Everything mnemic can be told. Build with :func:`load_settings`."""
 
@@ -187,6 +204,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
     max_text_chars: int = Field(default=100_000, ge=1)
 
     @classmethod

@@ -26,7 +26,10 @@ def as_utc(value: datetime | None) -> datetime | None:
         return None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00+05:00 is before datetime.min in UTC
+        raise ValueError(f"{value.isoformat()} is out of the representable time range") from exc
 
 
 class MemoryKind(enum.StrEnum):
@@ -157,3 +160,14 @@ class CubeManifest(BaseModel):
     embedding_dim: int | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
     hashes: dict[str, str] = Field(default_factory=dict)  # content part -> sha256
+
+
+class ChatReply(BaseModel):
+    """What ``chat`` answered, from which memories, and the turns it remembered."""
+
+    answer: str
+    session_id: str | None = None
+    llm: str | None = None  # the model that answered; None when no LLM is configured
+    context: str = ""  # the memories given to the model, as packed text
+    hits: list[SearchHit] = Field(default_factory=list)
+    turns: list[MemoryItem] = Field(default_factory=list)  # the new turns written back

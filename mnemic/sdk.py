@@ -14,15 +14,17 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mnemic.config import RetrievalConfig, Settings, load_settings
-from mnemic.errors import AccessDenied, ConfigError, InvalidInput, NotFound
+from mnemic.errors import AccessDenied, ConfigError, Conflict, InvalidInput, NotFound
 from mnemic.infra.embed import Embedder, get_embedder
-from mnemic.infra.store.base import ItemFilter, Scored, Store
+from mnemic.infra.store.base import Grant, ItemFilter, Scored, Store
 from mnemic.models import (
+    ChatReply,
+    CubeManifest,
     HistoryEntry,
     MemoryItem,
     MemoryKind,
@@ -43,8 +45,12 @@ from mnemic.operation.retrieval.packing import pack
 from mnemic.operation.retrieval.pipeline import Retriever
 from mnemic.operation.scheduler import Scheduler
 
+if TYPE_CHECKING:
+    from mnemic.infra.llm.base import LLM
+
 MAX_TOP_K = 1000
 MAX_TOKEN_BUDGET = 1_000_000
+MAX_OFFSET = 2**62  # SQLite integers are 64-bit
 _ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
 
 
@@ -199,11 +205,19 @@ class Memory:
 
     # ------------------------------------------------------------------ scope
 
-    def _scope(
-        self, user_id: str, cube_id: str | None, *, create: bool = False, embeds: bool = False
-    ) -> str:
-        """The cube a call works on, checked: it exists (or is created), the user owns it, and
-        when the call embeds (``create``/``embeds``), the configured embedder is the cube's."""
+    def _access(
+        self,
+        user_id: str,
+        cube_id: str | None,
+        *,
+        create: bool = False,
+        embeds: bool = False,
+        write: bool = False,
+    ) -> tuple[str, str]:
+        """(owner, cube) of the cube a call works on, checked: it exists (or is created), the
+        user owns it or holds a grant on it (a write grant when ``write``), and when the call
+        embeds (``create``/``embeds``), the configured embedder is the cube's. Store calls
+        use the owner: a shared cube's items stay in its owner's scope."""
         _check_id(user_id, "user_id")
         cube = cube_id if cube_id is not None else default_cube(user_id)
         _check_id(cube, "cube_id")
@@ -215,16 +229,23 @@ class Memory:
                 cube, user_id, embedder=self.embedder.id, dim=self.embedder.dim
             )
         if manifest.owner_id != user_id:
-            raise AccessDenied(
-                f"cube {cube!r} belongs to another user; use your own cube_id "
-                "or ask its owner to share it"
-            )
+            access = {g.grantee: g.access for g in self.store.grants(cube_id=cube)}.get(user_id)
+            if access is None:
+                raise AccessDenied(
+                    f"cube {cube!r} belongs to another user; use your own cube_id "
+                    "or ask its owner to share it"
+                )
+            if (write or create) and access != "write":
+                raise AccessDenied(
+                    f"cube {cube!r} is shared with {user_id!r} read-only; ask its owner "
+                    "for write access"
+                )
         if (create or embeds) and manifest.embedder and manifest.embedder != self.embedder.id:
             raise ConfigError(
                 f"cube {cube!r} was embedded with {manifest.embedder} but the configured "
                 f"embedder is {self.embedder.id}; configure that embedder or migrate the cube"
             )
-        return cube
+        return manifest.owner_id, cube
 
     # ------------------------------------------------------------------ writes
 
@@ -251,13 +272,13 @@ class Memory:
         returns only when that job is done (and raises if it failed).
         """
         parsed = normalize_messages(messages, self.settings.max_text_chars)
-        cube = self._scope(user_id, cube_id, create=True)
+        owner, cube = self._access(user_id, cube_id, create=True, write=True)
         if session_id is not None:
             _check_id(session_id, "session_id")
         when = parse_time(timestamp) or utcnow()
         items = self.reader.read(
             parsed,
-            user_id=user_id,
+            user_id=owner,
             cube_id=cube,
             session_id=session_id,
             agent_id=agent_id,
@@ -273,9 +294,9 @@ class Memory:
             listener(items)
         job = self.jobs.submit(
             wiring.JOB_KIND,
-            wiring.job_scope(user_id, cube),
+            wiring.job_scope(owner, cube),
             {
-                "user_id": user_id,
+                "user_id": owner,
                 "cube_id": cube,
                 "item_ids": [i.id for i in items],
                 "actor": user_id,
@@ -308,12 +329,12 @@ class Memory:
             raise InvalidInput(f"format must be text or markdown, not {format!r}")
         if title is not None:
             _check_id(title, "title")
-        cube = self._scope(user_id, cube_id, create=True)
+        owner, cube = self._access(user_id, cube_id, create=True, write=True)
         if session_id is not None:
             _check_id(session_id, "session_id")
         items = read_document(
             text,
-            user_id=user_id,
+            user_id=owner,
             cube_id=cube,
             title=title,
             fmt=format,
@@ -324,9 +345,9 @@ class Memory:
         self.store.add_items(items, None, actor=user_id, reason=f"add document {title or ''}")
         job = self.jobs.submit(
             wiring.JOB_KIND,
-            wiring.job_scope(user_id, cube),
+            wiring.job_scope(owner, cube),
             {
-                "user_id": user_id,
+                "user_id": owner,
                 "cube_id": cube,
                 "item_ids": [i.id for i in items],
                 "actor": user_id,
@@ -343,9 +364,12 @@ class Memory:
         user_id: str,
         cube_id: str | None = None,
         reason: str | None = None,
+        expected_version: int | None = None,
         **changes: Any,
     ) -> MemoryItem:
-        """Change an item's fields; its version goes up and history keeps the old one."""
+        """Change an item's fields; its version goes up and history keeps the old one.
+        With ``expected_version``, the change is refused (Conflict) unless the stored item
+        still has that version: no lost update between a read and this write."""
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise InvalidInput(
@@ -353,8 +377,13 @@ class Memory:
             )
         if not changes:
             raise InvalidInput("nothing to update: pass fields such as text=... or tags=[...]")
-        cube = self._scope(user_id, cube_id, embeds="text" in changes)
-        old = self.get(item_id, user_id=user_id, cube_id=cube)
+        owner, cube = self._access(user_id, cube_id, embeds="text" in changes, write=True)
+        old = self._get(owner, cube, item_id)
+        if expected_version is not None and expected_version != old.version:
+            raise Conflict(
+                f"memory {item_id} is at version {old.version}, not {expected_version}; "
+                "read it again and retry your change"
+            )
         if "text" in changes:
             changes["text"] = check_text(changes["text"], self.settings.max_text_chars)
             changes["index_text"] = None  # the old key described the old text
@@ -368,7 +397,7 @@ class Memory:
         stored = self.store.update_item(
             new, vector, actor=user_id, reason=reason, expected_version=old.version
         )
-        self._forget(user_id, cube, [item_id])
+        self._forget(owner, cube, [item_id])
         return stored
 
     def delete(
@@ -380,19 +409,21 @@ class Memory:
         purge: bool = False,
         reason: str | None = None,
     ) -> None:
-        """Mark an item deleted (kept in history, restorable); ``purge=True`` erases it.
-        Memories extracted from that item alone go with it."""
-        cube = self._scope(user_id, cube_id)
-        self._forget(user_id, cube, [item_id])
+        """Mark an item deleted (kept in history, restorable); ``purge=True`` erases it
+        (the cube's owner only)."""
+        owner, cube = self._access(user_id, cube_id, write=True)
+        if purge and owner != user_id:
+            raise AccessDenied(f"only the owner of cube {cube!r} may purge its memories")
+        self._forget(owner, cube, [item_id])
         from mnemic.operation import wiring
 
-        self.jobs.wait_scope(wiring.job_scope(user_id, cube), self.settings.reader.search_wait_s)
-        for derived in wiring.derived_from(self.store, user_id, cube, item_id):
+        self.jobs.wait_scope(wiring.job_scope(owner, cube), self.settings.reader.search_wait_s)
+        for derived in wiring.derived_from(self.store, owner, cube, item_id):
             self.delete(derived.id, user_id=user_id, cube_id=cube, purge=purge, reason=reason)
         if purge:
-            self.store.purge_item(user_id, cube, item_id, actor=user_id)
+            self.store.purge_item(owner, cube, item_id, actor=user_id)
             return
-        old = self.get(item_id, user_id=user_id, cube_id=cube)
+        old = self._get(owner, cube, item_id)
         if old.status == MemoryStatus.DELETED:
             return
         new = old.model_copy(update={"status": MemoryStatus.DELETED, "version": old.version + 1})
@@ -412,10 +443,13 @@ class Memory:
     # ------------------------------------------------------------------ reads
 
     def get(self, item_id: str, *, user_id: str, cube_id: str | None = None) -> MemoryItem:
-        cube = self._scope(user_id, cube_id)
-        found = self.store.get_items(user_id, cube, [item_id])
+        owner, cube = self._access(user_id, cube_id)
+        return self._get(owner, cube, item_id)
+
+    def _get(self, owner: str, cube: str, item_id: str) -> MemoryItem:
+        found = self.store.get_items(owner, cube, [item_id])
         if not found:
-            raise NotFound(f"no memory {item_id!r} for user {user_id!r} in cube {cube!r}")
+            raise NotFound(f"no memory {item_id!r} in cube {cube!r}")
         return found[0]
 
     def get_all(
@@ -427,20 +461,20 @@ class Memory:
         limit: int = 100,
         offset: int = 0,
     ) -> list[MemoryItem]:
-        if not 1 <= limit <= 10_000 or offset < 0:
-            raise InvalidInput("limit must be within 1..10000 and offset at least 0")
-        cube = self._scope(user_id, cube_id)
+        if not 1 <= limit <= 10_000 or not 0 <= offset <= MAX_OFFSET:
+            raise InvalidInput(f"limit must be within 1..10000 and offset within 0..{MAX_OFFSET}")
+        owner, cube = self._access(user_id, cube_id)
         return self.store.list_items(
-            user_id, cube, _filters(filters).to_item_filter(), limit=limit, offset=offset
+            owner, cube, _filters(filters).to_item_filter(), limit=limit, offset=offset
         )
 
     def history(
         self, item_id: str, *, user_id: str, cube_id: str | None = None
     ) -> list[HistoryEntry]:
-        cube = self._scope(user_id, cube_id)
-        entries = self.store.history(user_id, cube, item_id)
+        owner, cube = self._access(user_id, cube_id)
+        entries = self.store.history(owner, cube, item_id)
         if not entries:
-            raise NotFound(f"no memory {item_id!r} for user {user_id!r} in cube {cube!r}")
+            raise NotFound(f"no memory {item_id!r} in cube {cube!r}")
         return entries
 
     def search(
@@ -466,24 +500,25 @@ class Memory:
         if token_budget is not None and not 1 <= token_budget <= MAX_TOKEN_BUDGET:
             raise InvalidInput(f"token_budget must be within 1..{MAX_TOKEN_BUDGET}")
         try:
-            cube = self._scope(user_id, cube_id, embeds=True)
+            owner, cube = self._access(user_id, cube_id, embeds=True)
         except NotFound:
             return []  # nothing remembered yet is an empty answer, not an error
         from mnemic.operation import wiring
 
         # read your writes: what this scope's recent adds extract is searched too
-        self.jobs.wait_scope(wiring.job_scope(user_id, cube), self.settings.reader.search_wait_s)
+        self.jobs.wait_scope(wiring.job_scope(owner, cube), self.settings.reader.search_wait_s)
         flt = _filters(filters).to_item_filter()
         seed: dict[str, list[Scored]] = {}
         scheduler = self.scheduler if session_id is not None else None
         if scheduler is not None and session_id is not None:
             _check_id(session_id, "session_id")
-            found = scheduler.lookup(query, user_id=user_id, cube_id=cube, session_id=session_id)
+            # working memories live in the cube's scope (its owner's), like its items
+            found = scheduler.lookup(query, user_id=owner, cube_id=cube, session_id=session_id)
             if filters is None:  # filtered searches rank only what the store's filter admits
                 seed["working"] = [Scored(slot.item.id, v) for slot, v in found]
         hits = self.retriever.search(
             query,
-            user_id=user_id,
+            user_id=owner,
             cube_id=cube,
             top_k=top_k,
             flt=flt,
@@ -494,7 +529,7 @@ class Memory:
             hits = pack(hits, token_budget)
         if scheduler is not None and session_id is not None:
             scheduler.record_results(
-                [h.item for h in hits], user_id=user_id, cube_id=cube, session_id=session_id
+                [h.item for h in hits], user_id=owner, cube_id=cube, session_id=session_id
             )
         return hits
 
@@ -506,17 +541,17 @@ class Memory:
         """Block until the scope's background jobs are done; False if ``timeout`` passed."""
         from mnemic.operation import wiring
 
-        cube = self._scope(user_id, cube_id)
-        return self.jobs.wait_scope(wiring.job_scope(user_id, cube), timeout)
+        owner, cube = self._access(user_id, cube_id)
+        return self.jobs.wait_scope(wiring.job_scope(owner, cube), timeout)
 
     def failed_jobs(self, *, user_id: str, cube_id: str | None = None) -> list[dict[str, Any]]:
         """Background jobs of the scope that failed, with their errors (raw turns are kept)."""
         from mnemic.operation import wiring
 
-        cube = self._scope(user_id, cube_id)
+        owner, cube = self._access(user_id, cube_id)
         return [
             {"id": j.id, "kind": j.kind, "error": j.error, "item_ids": j.payload.get("item_ids")}
-            for j in self.jobs.failed(wiring.job_scope(user_id, cube))
+            for j in self.jobs.failed(wiring.job_scope(owner, cube))
         ]
 
     def versions(
@@ -526,9 +561,9 @@ class Memory:
         and those that superseded it (each item's own edits are in ``history``)."""
         from mnemic.operation import wiring
 
-        cube = self._scope(user_id, cube_id)
+        owner, cube = self._access(user_id, cube_id)
         return wiring.version_chain(
-            self.store, user_id, cube, self.get(item_id, user_id=user_id, cube_id=cube)
+            self.store, owner, cube, self.get(item_id, user_id=user_id, cube_id=cube)
         )
 
     def expire(
@@ -543,9 +578,9 @@ class Memory:
         search; history says why). Returns how many of each."""
         from mnemic.operation import wiring
 
-        cube = self._scope(user_id, cube_id)
+        owner, cube = self._access(user_id, cube_id, write=True)
         return wiring.expire(
-            self.store, self.settings.lifecycle, user_id, cube, parse_time(now, "now") or utcnow()
+            self.store, self.settings.lifecycle, owner, cube, parse_time(now, "now") or utcnow()
         )
 
     def backup(self, dest: str | Path) -> dict[str, Any]:
@@ -555,6 +590,85 @@ class Memory:
     def cubes(self, *, user_id: str) -> list[str]:
         _check_id(user_id, "user_id")
         return [c.cube_id for c in self.store.list_cubes(user_id)]
+
+    # ------------------------------------------------------------------ cubes and sharing
+
+    def create_cube(self, cube_id: str | None = None, *, user_id: str) -> CubeManifest:
+        """Create the cube ``cube_id`` owned by ``user_id`` (their default cube if None);
+        creating a cube the user already owns returns it unchanged."""
+        owner, cube = self._access(user_id, cube_id, create=True)
+        if owner != user_id:
+            raise AccessDenied(f"cube {cube!r} already exists and belongs to another user")
+        manifest = self.store.get_cube(cube)
+        assert manifest is not None
+        return manifest
+
+    def share(
+        self, cube_id: str, *, user_id: str, with_user: str, access: str = "read"
+    ) -> Grant:
+        """Let ``with_user`` read (or, with ``access="write"``, also change) ``user_id``'s cube."""
+        _check_id(with_user, "with_user")
+        self._own(user_id, cube_id)
+        if with_user == user_id:
+            raise InvalidInput("a cube's owner already has every access; share with another user")
+        return self.store.grant(cube_id, with_user, access)
+
+    def unshare(self, cube_id: str, *, user_id: str, with_user: str) -> bool:
+        """Take back ``with_user``'s access to the cube; False if they had none."""
+        _check_id(with_user, "with_user")
+        self._own(user_id, cube_id)
+        return self.store.revoke(cube_id, with_user)
+
+    def grants(self, cube_id: str, *, user_id: str) -> list[Grant]:
+        """Who the owner has shared the cube with."""
+        self._own(user_id, cube_id)
+        return self.store.grants(cube_id=cube_id)
+
+    def shared_cubes(self, *, user_id: str) -> list[Grant]:
+        """The cubes other users have shared with ``user_id``."""
+        _check_id(user_id, "user_id")
+        return self.store.grants(grantee=user_id)
+
+    def _own(self, user_id: str, cube_id: str) -> None:
+        owner, cube = self._access(user_id, cube_id)
+        if owner != user_id:
+            raise AccessDenied(f"only the owner of cube {cube!r} may change who it is shared with")
+
+    # ------------------------------------------------------------------ chat
+
+    def chat(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        session_id: str | None = None,
+        cube_id: str | None = None,
+        token_budget: int = 1000,
+        now: datetime | str | None = None,
+    ) -> ChatReply:
+        """Answer ``query`` from memory: the session's recent turns and the memories that fit
+        ``token_budget``, through the configured LLM (or, without one, the memories
+        themselves); the question and the answer are remembered as new turns."""
+        from mnemic.operation.chat import chat
+
+        return chat(
+            self,
+            query,
+            user_id=user_id,
+            session_id=session_id,
+            cube_id=cube_id,
+            token_budget=token_budget,
+            now=now,
+        )
+
+    @property
+    def llm(self) -> LLM | None:
+        """The configured LLM, made on first use; None when ``llm.backend`` is ``none``."""
+        if not hasattr(self, "_llm"):
+            from mnemic.infra.llm import get_llm
+
+            self._llm = get_llm(self.settings.llm)
+        return self._llm
 
 
 def restore_backup(

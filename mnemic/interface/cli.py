@@ -302,6 +302,64 @@ def restore(
     console.print(f"[green]restored[/green] {manifest['items']} items from {src}")
 
 
+@app.command()
+def chat(
+    query: Annotated[str, typer.Argument(help="Your message.")],
+    user: UserOpt = "default",
+    cube: CubeOpt = None,
+    session: Annotated[str | None, typer.Option(help="Conversation id (keeps context).")] = None,
+    budget: Annotated[int, typer.Option("--budget", help="Tokens of memories to use.")] = 1000,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask with memory: retrieved memories + the configured LLM; the turns are remembered."""
+    with _memory(home, config) as mem:
+        reply = mem.chat(query, user_id=user, session_id=session, cube_id=cube, token_budget=budget)
+    if as_json:
+        _dump(reply.model_dump(mode="json"))
+    else:
+        console.print(reply.answer, markup=False, highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8750).")] = None,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the REST API (OpenAPI at /docs). The admin key: MNEMIC_ADMIN_KEY or generated."""
+    from mnemic.config import load_settings
+    from mnemic.interface.rest.server import serve as run
+
+    overrides: dict[str, Any] = {"home": home} if home is not None else {}
+    run(load_settings(config, **overrides), host=host, port=port, announce=console.print)
+
+
+@app.command()
+def mcp(
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Whose memory (default: server.mcp_user).")
+    ] = None,
+    transport: Annotated[str, typer.Option(help="stdio (default) or http.")] = "stdio",
+    host: Annotated[str, typer.Option(help="http: interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="http: port (path /mcp).")] = 8751,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve mnemic as an MCP server (tools: add/search/get/delete memory, list cubes)."""
+    from mnemic.interface.mcp_server import run
+
+    if transport not in ("stdio", "http"):
+        raise MnemicError(f"--transport must be stdio or http, not {transport!r}")
+    with _memory(home, config) as mem:
+        who = user or mem.settings.server.mcp_user
+        if transport == "http":
+            err.print(f"mnemic MCP for user {who!r} on http://{host}:{port}/mcp")
+        run(mem, who, transport="http" if transport == "http" else "stdio", host=host, port=port)
+
+
 def _default_locomo() -> Path:
     from mnemic.bench.locomo import DEFAULT_PATH
 
@@ -330,6 +388,43 @@ def bench_add(
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
         console.print(f"wrote {json_out}")
+
+
+@bench_app.command("serve")
+def bench_serve(
+    requests: Annotated[int, typer.Option(help="Total requests.")] = 2000,
+    clients: Annotated[int, typer.Option(help="Concurrent clients (one user each).")] = 8,
+    add_share: Annotated[float, typer.Option(help="Share of adds; the rest search.")] = 0.5,
+    url: Annotated[
+        str | None, typer.Option(help="A running server (default: start one, temporary home).")
+    ] = None,
+    admin_key: Annotated[
+        str | None, typer.Option(envvar="MNEMIC_ADMIN_KEY", help="With --url: its admin key.")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Load the REST API: mixed adds and searches from concurrent clients on loopback."""
+    from mnemic.bench import serve as bench
+
+    report = bench.run(
+        requests=requests, clients=clients, add_share=add_share, url=url, admin_key=admin_key
+    )
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2))
+    table = Table("op", "requests", "p50 ms", "p95 ms", "max ms")
+    for op, row in report["ops"].items():
+        ms = [f"{row[k]:.1f}" for k in ("p50_ms", "p95_ms", "max_ms")]
+        table.add_row(op, str(row["n"]), *ms)
+    console.print(table)
+    console.print(
+        f"{report['clients']} clients, {report['wall_s']:.1f} s, "
+        f"{report['throughput_rps']:.0f} req/s, errors {report['errors']}, "
+        f"acknowledged items {report['acknowledged_items']}, lost writes {report['lost_writes']}"
+    )
+    for sample in report["error_samples"]:
+        err.print(sample)
+    if report["errors"] or report["lost_writes"]:
+        raise SystemExit(1)
 
 
 @bench_app.command("locomo")

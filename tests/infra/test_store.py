@@ -298,3 +298,38 @@ def test_keys_repeating_neighbours_do_not_drown_a_word(store) -> None:
     found = store.fulltext_search("ana", "ana/default", "lemon", 5)
     assert found[0].item_id == items[0].id
     assert {s.item_id for s in found} == {i.id for i in items[:3]}
+
+
+def test_grants_are_kept_changed_and_revoked(store) -> None:
+    store.ensure_cube("ana/default", "ana", embedder=None, dim=None)
+    store.ensure_cube("ana/work", "ana", embedder=None, dim=None)
+    store.grant("ana/default", "bob", "read")
+    store.grant("ana/work", "bob", "write")
+    store.grant("ana/default", "cy", "write")
+    assert [(g.cube_id, g.access) for g in store.grants(grantee="bob")] == [
+        ("ana/default", "read"),
+        ("ana/work", "write"),
+    ]
+    assert [g.grantee for g in store.grants(cube_id="ana/default")] == ["bob", "cy"]
+    store.grant("ana/default", "bob", "write")  # a second grant changes the access
+    assert store.grants(cube_id="ana/default", grantee="bob")[0].access == "write"
+    assert store.revoke("ana/default", "bob") is True
+    assert store.revoke("ana/default", "bob") is False
+    assert [g.grantee for g in store.grants(cube_id="ana/default")] == ["cy"]
+    with pytest.raises(InvalidInput):
+        store.grant("ana/work", "bob", "admin")
+    with pytest.raises(NotFound):
+        store.grant("nobody/cube", "bob", "read")
+    assert store.grants(grantee="bob")[0].access == "write"  # failed calls changed nothing
+
+
+def test_times_before_year_1000_round_trip(store) -> None:
+    """Found by fuzzing the API: strftime wrote year 271 as '271-...', unreadable back."""
+    old = item(text="the battle", valid_from=datetime(271, 8, 16, tzinfo=UTC))
+    new = item(text="the launch", valid_from=datetime(2023, 5, 8, tzinfo=UTC))
+    add(store, [old, new])
+    assert store.get_items("ana", "ana/default", [old.id])[0].valid_from == old.valid_from
+    listed = store.list_items("ana", "ana/default", ItemFilter())
+    assert [i.id for i in listed] == [old.id, new.id]  # string order is still time order
+    before = ItemFilter(valid_before=datetime(1000, 1, 1, tzinfo=UTC))
+    assert [i.id for i in store.list_items("ana", "ana/default", before)] == [old.id]

@@ -89,3 +89,16 @@ def test_add_document_and_add_wait(tmp_path: Path) -> None:
         "expired": 0,
         "archived": 0,
     }
+
+
+def test_chat_without_llm_answers_from_memory_and_remembers_the_question(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert mnemic(home, "add", "My cat is called Miso.", "--user", "ana").returncode == 0
+    out = mnemic(home, "chat", "what is my cat called?", "--user", "ana", "--session", "c1")
+    assert out.returncode == 0, out.stderr
+    assert "No LLM is configured" in out.stdout and "Miso" in out.stdout
+    listed = mnemic(home, "chat", "and my dog?", "--user", "ana", "--session", "c1", "--json")
+    reply = json.loads(listed.stdout)
+    assert reply["llm"] is None and [t["text"] for t in reply["turns"]] == ["and my dog?"]
+    shown = mnemic(home, "list", "--user", "ana")
+    assert "what is my cat called?" in shown.stdout

@@ -37,6 +37,16 @@ class ItemFilter:
         return cls(statuses=(), **kwargs)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Grant:
+    """Access to a cube given by its owner to another user: ``read`` or ``write``."""
+
+    cube_id: str
+    grantee: str
+    access: str  # "read" | "write"
+    granted_at: datetime | None = None
+
+
 @dataclass
 class Scored:
     """An item id with a stage score (higher is better)."""
@@ -57,6 +67,19 @@ class Store(Protocol):
     def get_cube(self, cube_id: str) -> CubeManifest | None: ...
 
     def list_cubes(self, owner_id: str) -> list[CubeManifest]: ...
+
+    # sharing: the owner grants another user read or write access to a cube
+    def grant(self, cube_id: str, grantee: str, access: str) -> Grant:
+        """Give (or change) ``grantee``'s access to ``cube_id``: ``"read"`` or ``"write"``."""
+        ...
+
+    def revoke(self, cube_id: str, grantee: str) -> bool:
+        """Take back ``grantee``'s access to ``cube_id``; False if there was none."""
+        ...
+
+    def grants(self, *, cube_id: str | None = None, grantee: str | None = None) -> list[Grant]:
+        """The grants on a cube, or held by a user (or both conditions), by cube then grantee."""
+        ...
 
     # items
     def add_items(

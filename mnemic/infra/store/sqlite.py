@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew, StoreError
-from mnemic.infra.store.base import ItemFilter, Scored
+from mnemic.infra.store.base import Grant, ItemFilter, Scored
 from mnemic.infra.store.vector_index import VectorIndex
 from mnemic.infra.text import STOPWORDS
 from mnemic.models import (
@@ -113,6 +113,16 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX history_item ON history(user_id, cube_id, item_id);
     """,
+    """
+    CREATE TABLE grants (
+        cube_id TEXT NOT NULL,
+        grantee TEXT NOT NULL,
+        access TEXT NOT NULL CHECK (access IN ('read', 'write')),
+        granted_at TEXT NOT NULL,
+        PRIMARY KEY (cube_id, grantee)
+    );
+    CREATE INDEX grants_grantee ON grants(grantee);
+    """,
 ]
 
 # fmt: off
@@ -142,7 +152,9 @@ def ts(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads years below 1000 to four digits (strftime's %Y does not, on glibc),
+    # which both keeps string order and lets fromisoformat read the value back
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def scope_key(user_id: str, cube_id: str) -> str:
@@ -324,6 +336,50 @@ class SQLiteStore:
             "SELECT manifest FROM cubes WHERE owner_id = ? ORDER BY cube_id", (owner_id,)
         )
         return [CubeManifest.model_validate_json(r["manifest"]) for r in rows]
+
+    # ------------------------------------------------------------------ sharing
+
+    def grant(self, cube_id: str, grantee: str, access: str) -> Grant:
+        if access not in ("read", "write"):
+            raise InvalidInput(f"access must be 'read' or 'write', not {access!r}")
+        now = utcnow()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone() is None:
+                raise NotFound(f"no cube {cube_id!r}; create it before sharing it")
+            db.execute(
+                "INSERT INTO grants(cube_id, grantee, access, granted_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(cube_id, grantee) DO UPDATE SET access = excluded.access, "
+                "granted_at = excluded.granted_at",
+                (cube_id, grantee, access, ts(now)),
+            )
+        return Grant(cube_id=cube_id, grantee=grantee, access=access, granted_at=now)
+
+    def revoke(self, cube_id: str, grantee: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM grants WHERE cube_id = ? AND grantee = ?", (cube_id, grantee)
+            )
+            return cur.rowcount > 0
+
+    def grants(self, *, cube_id: str | None = None, grantee: str | None = None) -> list[Grant]:
+        clauses, params = [], []
+        if cube_id is not None:
+            clauses.append("cube_id = ?")
+            params.append(cube_id)
+        if grantee is not None:
+            clauses.append("grantee = ?")
+            params.append(grantee)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._read(f"SELECT * FROM grants{where} ORDER BY cube_id, grantee", params)
+        return [
+            Grant(
+                cube_id=r["cube_id"],
+                grantee=r["grantee"],
+                access=r["access"],
+                granted_at=datetime.fromisoformat(r["granted_at"]),
+            )
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ items
 

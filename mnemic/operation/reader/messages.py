@@ -42,12 +42,12 @@ def parse_time(value: Any, what: str = "timestamp") -> datetime | None:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         else:
             raise TypeError(type(value).__name__)
+        return as_utc(parsed)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
         raise InvalidInput(
             f"{what} {value!r} is not a time; give a datetime or an ISO 8601 string "
             "such as 2023-05-08T13:56:00"
         ) from exc
-    return as_utc(parsed)
 
 
 def check_text(text: Any, max_chars: int, what: str = "text") -> str:
