@@ -134,7 +134,12 @@ class Memory:
             from mnemic.infra.store.sqlite import SQLiteStore
 
             return SQLiteStore(self.settings.db_path)
-        raise ConfigError(f"unknown store backend {backend!r}; use sqlite")
+        if backend == "postgres":
+            from mnemic.infra.store.postgres import PostgresStore
+
+            cfg = self.settings.store
+            return PostgresStore(cfg.dsn or "", pool_size=cfg.pool_size)
+        raise ConfigError(f"unknown store backend {backend!r}; use sqlite or postgres")
 
     @property
     def embedder(self) -> Embedder:
