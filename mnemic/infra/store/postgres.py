@@ -853,6 +853,8 @@ class PostgresStore:
         where, params = _where(flt)
         token = scope_token(user_id, cube_id)
         with self._conn() as db:
+            # one snapshot for the statistics, the frequencies and the rows they rank
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             stats = db.execute(
                 "SELECT items, keyed, body_tokens, keys_tokens FROM scopes "
                 "WHERE user_id = %s AND cube_id = %s",
@@ -924,7 +926,7 @@ class PostgresStore:
         ).fetchone()
         idfs = []
         for n in range(len(terms)):
-            df = int(dfs[f"d{n}"])  # type: ignore[index]
+            df = min(rows, int(dfs[f"d{n}"]))  # type: ignore[index]
             idf = math.log((rows - df + 0.5) / (df + 0.5))
             idfs.append(idf if idf > 0 else 1e-6)
         avgdl = (tokens + rows) / rows  # +1 token a row: FTS5 counts the scope column too
