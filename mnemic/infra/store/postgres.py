@@ -374,6 +374,8 @@ class PostgresStore:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             row = db.execute("SELECT value FROM mnemic_meta WHERE key = 'embedding_dim'").fetchone()
             if row is None:
+                # a once-per-store ALTER: never queue every reader behind it for long
+                db.execute("SET LOCAL lock_timeout = '30s'")
                 db.execute(f"ALTER TABLE items ALTER COLUMN embedding TYPE vector({int(dim)})")
                 db.execute(
                     "CREATE INDEX IF NOT EXISTS items_embedding ON items "
