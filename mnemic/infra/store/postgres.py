@@ -932,8 +932,7 @@ class PostgresStore:
             idf = math.log((rows - df + 0.5) / (df + 0.5))
             idfs.append(idf if idf > 0 else 1e-6)
         avgdl = (tokens + rows) / rows  # +1 token a row: FTS5 counts the scope column too
-        any_term = f"'{token}' & (" + " | ".join(f"'{t}'" for t in terms) + ")"
-        found = db.execute(
+        sql = (
             "WITH cand AS ("
             f"  SELECT i.id, {length} + 1 AS dl, {tsv} AS tsv FROM items i"
             f"  WHERE {tsv} @@ %s::tsquery AND i.user_id = %s AND i.cube_id = %s{where}"
@@ -944,9 +943,19 @@ class PostgresStore:
             "SELECT tf.id, sum(w.idf * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * tf.dl / %s)))"
             "  AS score "
             "FROM tf JOIN unnest(%s::text[], %s::float8[]) AS w(lexeme, idf) "
-            "ON w.lexeme = tf.lexeme GROUP BY tf.id ORDER BY score DESC, tf.id LIMIT %s",
-            (any_term, user_id, cube_id, *params, terms, avgdl, terms, idfs, limit),
-        ).fetchall()
+            "ON w.lexeme = tf.lexeme GROUP BY tf.id ORDER BY score DESC, tf.id LIMIT %s"
+        )
+        # Rows that match only terms in half the scope or more score ~1e-6 a term, below
+        # any row with a telling term: rank the rows with a telling term first, and scan the
+        # common terms' (long) lists only if those rows do not fill the page.
+        telling = [t for t, idf in zip(terms, idfs, strict=True) if idf > 1e-6]
+        for subset in ([telling] if telling and len(telling) < len(terms) else []) + [terms]:
+            any_term = f"'{token}' & (" + " | ".join(f"'{t}'" for t in subset) + ")"
+            found = db.execute(
+                sql, (any_term, user_id, cube_id, *params, terms, avgdl, terms, idfs, limit)
+            ).fetchall()
+            if len(found) >= limit:
+                break
         return [(r["id"], float(r["score"])) for r in found]
 
     def vector_search(
