@@ -81,6 +81,8 @@ def test_hnsw_search_over_shared_index_returns_k_from_the_scope(pg_dsn: str) -> 
             store.update_item(
                 mine[n].model_copy(update={"status": MemoryStatus.DELETED}), None, actor="t"
             )
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("ANALYZE items")  # the table's size, which sets ef_search, is known
         active = {m.id: v for n, (m, v) in enumerate(zip(mine, mine_vecs, strict=True)) if n % 2}
         ids = list(active)
         matrix = np.stack([active[i] for i in ids])

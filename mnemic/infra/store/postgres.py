@@ -181,8 +181,9 @@ _MIGRATION_LOCK = 0x6D6E656D6963  # pg_advisory_xact_lock key: one migrator at a
 
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
-EXACT_THRESHOLD = 10_000
-"""A scope with at most this many vectors is searched exactly (a scan of its rows)."""
+EXACT_THRESHOLD = 3_000
+"""A scope with at most this many vectors is searched exactly (a scan of its rows: a few ms;
+PostgreSQL computes distances row by row, so this is lower than SQLite's 10,000)."""
 DEFAULT_EF_SEARCH = 200
 """hnsw.ef_search for a scope that is the whole table; raised for a scope that is a part of
 it, since the index returns the nearest rows of every scope and the filter drops others'."""
@@ -985,7 +986,16 @@ class PostgresStore:
             size = int(row["vectors"]) if row else 0
             found: list[Any] = []
             if size > self.exact_threshold:
-                found = self._ann(db, literal, user_id, cube_id, size, k, where, params)
+                # rows in the whole table, from the planner's statistics (no scan)
+                stats = db.execute(
+                    "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'items'::regclass"
+                ).fetchone()
+                share = size / max(size, int(stats["n"]) if stats else size)
+                ef = min(MAX_EF_SEARCH, max(self.ef_search, k) * math.ceil(1 / share))
+                # the index returns the table's nearest rows, ours among them at about our
+                # share: worth asking only if ef_search of them can hold k of ours
+                if ef * share >= 2 * k:
+                    found = self._ann(db, literal, user_id, cube_id, ef, k, where, params)
             if len(found) < k and size > 0:
                 # small scope, or the filter left fewer than k of the index's candidates
                 found = db.execute(
@@ -1003,15 +1013,12 @@ class PostgresStore:
         literal: str,
         user_id: str,
         cube_id: str,
-        size: int,
+        ef: int,
         k: int,
         where: str,
         params: list[Any],
     ) -> list[Any]:
-        """HNSW search; ef_search grows with the share of the table outside the scope."""
-        total = db.execute("SELECT coalesce(sum(vectors), 0) AS n FROM scopes").fetchone()
-        share = size / max(size, int(total["n"]) if total else size)  # type: ignore[index]
-        ef = min(MAX_EF_SEARCH, max(self.ef_search, k) * max(1, math.ceil(1 / share)))
+        """HNSW search with ``hnsw.ef_search`` set for this query (this transaction) only."""
         db.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
         return db.execute(
             "SELECT i.id, 1 - (i.embedding <=> %s::vector) AS sim FROM items i "
