@@ -917,15 +917,19 @@ class PostgresStore:
         """Okapi BM25 as SQLite's FTS5 computes it (k1 1.2, b 0.75, an IDF that is not
         positive clamped to 1e-6; a row's length counts its scope token), within one scope."""
         tsv, length = f"i.{column}_tsv", f"i.{column}_len"
-        scoped = [f"'{token}' & '{t}'" for t in terms]
+        # the scope and the term as two conditions, so the planner may use the GIN index for
+        # whichever is selective: the term in a one-scope table, both in a shared one
+        scoped = [v for t in terms for v in (f"'{token}'", f"'{t}'")]
+        # counted in the GIN index alone: the scope token (96 bits of a hash of the scope)
+        # stands for the user and cube columns, so no row needs to be read
         dfs = db.execute(
             "SELECT "
             + ", ".join(
                 f"(SELECT count(*) FROM items i WHERE {tsv} @@ %s::tsquery "
-                f"AND i.user_id = %s AND i.cube_id = %s) AS d{n}"
+                f"AND {tsv} @@ %s::tsquery) AS d{n}"
                 for n in range(len(terms))
             ),
-            [v for q in scoped for v in (q, user_id, cube_id)],
+            scoped,
         ).fetchone()
         idfs = []
         for n in range(len(terms)):
@@ -936,7 +940,8 @@ class PostgresStore:
         sql = (
             "WITH cand AS ("
             f"  SELECT i.id, {length} + 1 AS dl, {tsv} AS tsv FROM items i"
-            f"  WHERE {tsv} @@ %s::tsquery AND i.user_id = %s AND i.cube_id = %s{where}"
+            f"  WHERE {tsv} @@ %s::tsquery AND {tsv} @@ %s::tsquery"
+            f"  AND i.user_id = %s AND i.cube_id = %s{where}"
             "), tf AS ("
             "  SELECT c.id, c.dl, u.lexeme, array_length(u.positions, 1) AS tf"
             "  FROM cand c, unnest(c.tsv) u WHERE u.lexeme = ANY(%s::text[])"
@@ -951,9 +956,21 @@ class PostgresStore:
         # common terms' (long) lists only if those rows do not fill the page.
         telling = [t for t, idf in zip(terms, idfs, strict=True) if idf > 1e-6]
         for subset in ([telling] if telling and len(telling) < len(terms) else []) + [terms]:
-            any_term = f"'{token}' & (" + " | ".join(f"'{t}'" for t in subset) + ")"
+            any_term = " | ".join(f"'{t}'" for t in subset)
             found = db.execute(
-                sql, (any_term, user_id, cube_id, *params, terms, avgdl, terms, idfs, limit)
+                sql,
+                (
+                    f"'{token}'",
+                    any_term,
+                    user_id,
+                    cube_id,
+                    *params,
+                    terms,
+                    avgdl,
+                    terms,
+                    idfs,
+                    limit,
+                ),
             ).fetchall()
             if len(found) >= limit:
                 break
