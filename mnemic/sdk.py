@@ -386,7 +386,10 @@ def restore_backup(
 
     settings = settings or load_settings()
     if settings.store.backend != "sqlite":
-        raise ConfigError("restore works on the sqlite store; use your database's own tools")
+        raise ConfigError(
+            "restore works on the sqlite store; into PostgreSQL, copy the backup with "
+            "`mnemic migrate-store SRC/mnemic.db DSN` (or use your database's own tools)"
+        )
     return backup.restore(Path(src), settings.db_path, force=force)
 
 
