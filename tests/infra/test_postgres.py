@@ -165,3 +165,30 @@ def test_postgres_backend_needs_a_dsn(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="dsn"):
         load_settings(home=tmp_path, store={"backend": "postgres"})
+
+
+def test_bm25_scores_equal_sqlite_fts5(pg_dsn: str, tmp_path) -> None:
+    """Same items, same query: the same BM25 scores as FTS5 (one scope, where SQLite's
+    table-wide statistics are the scope's), term frequencies up to many repeats included."""
+    from mnemic.infra.store.sqlite import SQLiteStore
+
+    rng = np.random.default_rng(7)
+    words = ["tea", "lemon", "garden", "river", "boat", "cello", "nurse", "porto", "dog", "sun"]
+    items = []
+    for n in range(60):
+        text = " ".join(rng.choice(words, size=int(rng.integers(2, 30))))
+        keys = " ".join(rng.choice(words, size=int(rng.integers(0, 12)))) or None
+        items.append(MemoryItem(user_id="a", cube_id="c", text=text, index_text=keys))
+    # a word said 200 times (PostgreSQL keeps up to 256 positions of a word in a row, so
+    # beyond that its counts, and this equality, stop)
+    items.append(MemoryItem(user_id="a", cube_id="c", text="tea " * 200))
+    with PostgresStore(pg_dsn) as pg, SQLiteStore(tmp_path / "s.db") as lite:
+        pg.add_items(items, None, actor="t")
+        lite.add_items(items, None, actor="t")
+        for query in ["tea", "lemon garden", "river boat cello nurse", "porto dog sun tea"]:
+            for weight in (0.0, 2.0):
+                a = pg.fulltext_search("a", "c", query, 100, keys_weight=weight)
+                b = lite.fulltext_search("a", "c", query, 100, keys_weight=weight)
+                assert {s.item_id: s.score for s in a} == pytest.approx(
+                    {s.item_id: s.score for s in b}, rel=1e-9
+                )

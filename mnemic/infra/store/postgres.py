@@ -188,6 +188,9 @@ DEFAULT_EF_SEARCH = 200
 """hnsw.ef_search for a scope that is the whole table; raised for a scope that is a part of
 it, since the index returns the nearest rows of every scope and the filter drops others'."""
 MAX_EF_SEARCH = 1000  # pgvector's upper bound
+SMALL_SCOPE = 20_000
+"""Up to this many rows, BM25 document frequencies come from one pass over the scope's rows;
+above, from one GIN lookup a term."""
 _HEX_TO_LETTERS = str.maketrans("0123456789", "ghijklmnop")
 _RETRIES = 5  # deadlocks and serialization failures are retried this many times
 
@@ -294,6 +297,7 @@ class PostgresStore:
         self._closed = False
         self._lock = threading.Lock()
         self._speakers: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        self._tf_ranks: list[float] | None = None
         self._pool: ConnectionPool = ConnectionPool(
             dsn,
             min_size=1,
@@ -856,49 +860,118 @@ class PostgresStore:
         where, params = _where(flt)
         token = scope_token(user_id, cube_id)
         with self._conn() as db:
-            # one snapshot for the statistics, the frequencies and the rows they rank
-            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            stats = db.execute(
-                "SELECT items, keyed, body_tokens, keys_tokens FROM scopes "
-                "WHERE user_id = %s AND cube_id = %s",
-                (user_id, cube_id),
-            ).fetchone()
-            found = db.execute(
-                "SELECT DISTINCT lexeme FROM unnest(to_tsvector('mnemic', %s))",
-                (" ".join(words),),
-            ).fetchall()
-            # lexemes of word characters only: quoted into a tsquery they cannot be syntax
-            terms = sorted(r["lexeme"] for r in found if _LEXEME.fullmatch(r["lexeme"]))
-            if stats is None or not terms:
+            # one snapshot for the statistics, the frequencies and the rows they rank (set on
+            # the connection, so it rides on the BEGIN instead of a round trip of its own)
+            from psycopg import IsolationLevel
+
+            db.isolation_level = IsolationLevel.REPEATABLE_READ
+            try:
+                scores = self._fulltext(
+                    db, user_id, cube_id, token, words, k, where, params, keys_weight
+                )
+            finally:
                 db.rollback()
-                return []
-            scores: dict[str, float] = {}
-            # Own words and keys are ranked separately, each with its own document
-            # frequencies: a key repeats its neighbours' words, and counted together those
-            # repeats would make a word look common.
+                db.isolation_level = None
+        best = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:k]
+        return [Scored(item_id, score) for item_id, score in best]
+
+    def _fulltext(
+        self,
+        db: psycopg.Connection[Any],
+        user_id: str,
+        cube_id: str,
+        token: str,
+        words: list[str],
+        k: int,
+        where: str,
+        params: list[Any],
+        keys_weight: float,
+    ) -> dict[str, float]:
+        stats = db.execute(
+            "SELECT (SELECT array_agg(DISTINCT lexeme) "
+            "        FROM unnest(to_tsvector('mnemic', %s))) AS lexemes, "
+            "s.items, s.keyed, s.body_tokens, s.keys_tokens "
+            "FROM (SELECT 1) AS one LEFT JOIN scopes s ON s.user_id = %s AND s.cube_id = %s",
+            (" ".join(words), user_id, cube_id),
+        ).fetchone()
+        # lexemes of word characters only: quoted into a tsquery they cannot be syntax
+        terms = sorted(t for t in (stats["lexemes"] or []) if _LEXEME.fullmatch(t))  # type: ignore[index]
+        if stats is None or stats["items"] is None or not terms:
+            return {}
+        # Own words and keys are ranked separately, each with its own document frequencies:
+        # a key repeats its neighbours' words, and counted together those repeats would
+        # make a word look common.
+        columns = [
+            (column, int(rows), int(tokens), weight)
             for column, rows, tokens, weight in (
                 ("body", stats["items"], stats["body_tokens"], 1.0),
                 ("keys", stats["keyed"], stats["keys_tokens"], keys_weight),
+            )
+            if weight > 0 and rows > 0
+        ]
+        if not columns:
+            return {}
+        dfs = self._document_frequencies(
+            db, user_id, cube_id, token, terms, [c for c, *_ in columns], stats["items"]
+        )
+        scores: dict[str, float] = {}
+        for column, rows, tokens, weight in columns:
+            idfs = []
+            for df in dfs[column]:
+                idf = math.log((rows - min(rows, df) + 0.5) / (min(rows, df) + 0.5))
+                idfs.append(idf if idf > 0 else 1e-6)
+            for item_id, score in self._bm25(
+                db, column, user_id, cube_id, token, terms, idfs, rows, tokens, where, params, k
             ):
-                if weight <= 0 or rows <= 0:
-                    continue
-                for item_id, score in self._bm25(
-                    db,
-                    column,
-                    user_id,
-                    cube_id,
-                    token,
-                    terms,
-                    int(rows),
-                    int(tokens),
-                    where,
-                    params,
-                    2 * k,
-                ):
-                    scores[item_id] = scores.get(item_id, 0.0) + weight * score
-            db.rollback()
-        best = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:k]
-        return [Scored(item_id, score) for item_id, score in best]
+                scores[item_id] = scores.get(item_id, 0.0) + weight * score
+        return scores
+
+    def _document_frequencies(
+        self,
+        db: psycopg.Connection[Any],
+        user_id: str,
+        cube_id: str,
+        token: str,
+        terms: list[str],
+        columns: list[str],
+        scope_rows: int,
+    ) -> dict[str, list[int]]:
+        """How many of the scope's rows hold each term, per column, in one statement."""
+        names = [(c, n) for c in columns for n in range(len(terms))]
+        if scope_rows <= SMALL_SCOPE:  # one pass over the scope's rows counts every term
+            row = db.execute(
+                "SELECT "
+                + ", ".join(
+                    f"count(*) FILTER (WHERE i.{c}_tsv @@ %s::tsquery) AS {c}{n}" for c, n in names
+                )
+                + " FROM items i WHERE i.user_id = %s AND i.cube_id = %s",
+                [f"'{terms[n]}'" for _, n in names] + [user_id, cube_id],
+            ).fetchone()
+        else:
+            # counted in the GIN index: the scope token (96 bits of a hash of the scope)
+            # stands for the user and cube columns; scope and term as two conditions, so the
+            # planner may use the index for whichever is selective
+            row = db.execute(
+                "SELECT "
+                + ", ".join(
+                    f"(SELECT count(*) FROM items i WHERE i.{c}_tsv @@ %s::tsquery "
+                    f"AND i.{c}_tsv @@ %s::tsquery) AS {c}{n}"
+                    for c, n in names
+                ),
+                [v for _, n in names for v in (f"'{token}'", f"'{terms[n]}'")],
+            ).fetchone()
+        return {c: [int(row[f"{c}{n}"]) for n in range(len(terms))] for c in columns}  # type: ignore[index]
+
+    def _rank_of_tf(self, db: psycopg.Connection[Any]) -> list[float]:
+        """ts_rank of a lexeme with 1, 2, ... 256 positions (PostgreSQL keeps at most 256)."""
+        if self._tf_ranks is None:
+            rows = db.execute(
+                "SELECT ts_rank((SELECT ('a:' || string_agg(g::text, ','))::tsvector "
+                "FROM generate_series(1, n) g), 'a'::tsquery) AS r "
+                "FROM generate_series(1, 256) n ORDER BY n"
+            ).fetchall()
+            self._tf_ranks = [float(r["r"]) for r in rows]
+        return self._tf_ranks
 
     def _bm25(
         self,
@@ -908,52 +981,40 @@ class PostgresStore:
         cube_id: str,
         token: str,
         terms: list[str],
+        idfs: list[float],
         rows: int,
         tokens: int,
         where: str,
         params: list[Any],
-        limit: int,
+        k: int,
     ) -> list[tuple[str, float]]:
         """Okapi BM25 as SQLite's FTS5 computes it (k1 1.2, b 0.75, an IDF that is not
-        positive clamped to 1e-6; a row's length counts its scope token), within one scope."""
+        positive clamped to 1e-6; a row's length counts its scope token), within one scope;
+        the best 2k rows, as the SQLite store returns."""
+        limit = 2 * k
         tsv, length = f"i.{column}_tsv", f"i.{column}_len"
-        # the scope and the term as two conditions, so the planner may use the GIN index for
-        # whichever is selective: the term in a one-scope table, both in a shared one
-        scoped = [v for t in terms for v in (f"'{token}'", f"'{t}'")]
-        # counted in the GIN index alone: the scope token (96 bits of a hash of the scope)
-        # stands for the user and cube columns, so no row needs to be read
-        dfs = db.execute(
-            "SELECT "
-            + ", ".join(
-                f"(SELECT count(*) FROM items i WHERE {tsv} @@ %s::tsquery "
-                f"AND {tsv} @@ %s::tsquery) AS d{n}"
-                for n in range(len(terms))
-            ),
-            scoped,
-        ).fetchone()
-        idfs = []
-        for n in range(len(terms)):
-            df = min(rows, int(dfs[f"d{n}"]))  # type: ignore[index]
-            idf = math.log((rows - df + 0.5) / (df + 0.5))
-            idfs.append(idf if idf > 0 else 1e-6)
         avgdl = (tokens + rows) / rows  # +1 token a row: FTS5 counts the scope column too
+        # A term's frequency in a row, without unnesting the row's tsvector: ts_rank of a
+        # one-lexeme query is a fixed function of how many positions the lexeme has there
+        # (all weights are D), so its value is looked up among the values for 1..256.
         sql = (
             "WITH cand AS ("
             f"  SELECT i.id, {length} + 1 AS dl, {tsv} AS tsv FROM items i"
             f"  WHERE {tsv} @@ %s::tsquery AND {tsv} @@ %s::tsquery"
             f"  AND i.user_id = %s AND i.cube_id = %s{where}"
-            "), tf AS ("
-            "  SELECT c.id, c.dl, u.lexeme, array_length(u.positions, 1) AS tf"
-            "  FROM cand c, unnest(c.tsv) u WHERE u.lexeme = ANY(%s::text[])"
             ") "
-            "SELECT tf.id, sum(w.idf * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * tf.dl / %s)))"
+            "SELECT c.id, sum(w.idf * t.tf * 2.2 / (t.tf + 1.2 * (0.25 + 0.75 * c.dl / %s)))"
             "  AS score "
-            "FROM tf JOIN unnest(%s::text[], %s::float8[]) AS w(lexeme, idf) "
-            "ON w.lexeme = tf.lexeme GROUP BY tf.id ORDER BY score DESC, tf.id LIMIT %s"
+            "FROM cand c CROSS JOIN unnest(%s::tsquery[], %s::float8[]) AS w(q, idf) "
+            "CROSS JOIN LATERAL (SELECT array_position(%s::real[], ts_rank(c.tsv, w.q)) AS tf) t "
+            "WHERE t.tf IS NOT NULL GROUP BY c.id ORDER BY score DESC, c.id LIMIT %s"
         )
+        queries = [f"'{t}'" for t in terms]
+        ranks = self._rank_of_tf(db)
         # Rows that match only terms in half the scope or more score ~1e-6 a term, below
         # any row with a telling term: rank the rows with a telling term first, and scan the
-        # common terms' (long) lists only if those rows do not fill the page.
+        # common terms' (long) lists only if fewer than k rows have one (otherwise the
+        # caller's top k is made of rows with a telling term whatever the rest scores).
         telling = [t for t, idf in zip(terms, idfs, strict=True) if idf > 1e-6]
         for subset in ([telling] if telling and len(telling) < len(terms) else []) + [terms]:
             any_term = " | ".join(f"'{t}'" for t in subset)
@@ -965,14 +1026,14 @@ class PostgresStore:
                     user_id,
                     cube_id,
                     *params,
-                    terms,
                     avgdl,
-                    terms,
+                    queries,
                     idfs,
+                    ranks,
                     limit,
                 ),
             ).fetchall()
-            if len(found) >= limit:
+            if len(found) >= k:
                 break
         return [(r["id"], float(r["score"])) for r in found]
 
