@@ -302,7 +302,9 @@ class PostgresStore:
             dsn,
             min_size=1,
             max_size=max(1, pool_size),
-            kwargs={"row_factory": dict_row},
+            # autocommit: a read is one round trip (no BEGIN/ROLLBACK around it); writes and
+            # multi-statement reads open their transaction explicitly
+            kwargs={"row_factory": dict_row, "autocommit": True},
             open=False,
             name="mnemic",
         )
@@ -445,9 +447,7 @@ class PostgresStore:
 
     def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         with self._conn() as conn:
-            rows = conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
-            conn.rollback()  # end the read's transaction: the connection goes back idle
-            return rows
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
     def close(self) -> None:
         with self._lock:
@@ -865,13 +865,15 @@ class PostgresStore:
             from psycopg import IsolationLevel
 
             db.isolation_level = IsolationLevel.REPEATABLE_READ
+            db.read_only = True
             try:
-                scores = self._fulltext(
-                    db, user_id, cube_id, token, words, k, where, params, keys_weight
-                )
+                with db.transaction():
+                    scores = self._fulltext(
+                        db, user_id, cube_id, token, words, k, where, params, keys_weight
+                    )
             finally:
-                db.rollback()
                 db.isolation_level = None
+                db.read_only = None
         best = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:k]
         return [Scored(item_id, score) for item_id, score in best]
 
@@ -1097,13 +1099,14 @@ class PostgresStore:
         params: list[Any],
     ) -> list[Any]:
         """HNSW search with ``hnsw.ef_search`` set for this query (this transaction) only."""
-        db.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
-        return db.execute(
-            "SELECT i.id, 1 - (i.embedding <=> %s::vector) AS sim FROM items i "
-            f"WHERE i.user_id = %s AND i.cube_id = %s{where} "
-            "ORDER BY i.embedding <=> %s::vector LIMIT %s",
-            (literal, user_id, cube_id, *params, literal, k),
-        ).fetchall()
+        with db.transaction():
+            db.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
+            return db.execute(
+                "SELECT i.id, 1 - (i.embedding <=> %s::vector) AS sim FROM items i "
+                f"WHERE i.user_id = %s AND i.cube_id = %s{where} "
+                "ORDER BY i.embedding <=> %s::vector LIMIT %s",
+                (literal, user_id, cube_id, *params, literal, k),
+            ).fetchall()
 
     # ------------------------------------------------------------------ copies
 
