@@ -175,7 +175,7 @@ def test_bm25_scores_equal_sqlite_fts5(pg_dsn: str, tmp_path) -> None:
     rng = np.random.default_rng(7)
     words = ["tea", "lemon", "garden", "river", "boat", "cello", "nurse", "porto", "dog", "sun"]
     items = []
-    for n in range(60):
+    for _ in range(60):
         text = " ".join(rng.choice(words, size=int(rng.integers(2, 30))))
         keys = " ".join(rng.choice(words, size=int(rng.integers(0, 12)))) or None
         items.append(MemoryItem(user_id="a", cube_id="c", text=text, index_text=keys))
