@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mnemic.errors import ConfigError
@@ -66,9 +66,19 @@ class LLMConfig(BaseModel):
 class StoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "postgres"] = "sqlite"
     # sqlite: the database lives in <home>/mnemic.db unless a path is given
     path: Path | None = None
+    # postgres: a libpq connection string, e.g. "postgresql://mnemic@db-host/mnemic"
+    # (needs the extra: pip install 'mnemic[postgres]'; the server needs pgvector >= 0.6)
+    dsn: str | None = None
+    pool_size: int = Field(default=8, ge=1, le=1000)  # postgres connections per process
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> StoreConfig:
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError('store.backend = "postgres" needs store.dsn (a connection string)')
+        return self
 
 
 class RetrievalConfig(BaseModel):

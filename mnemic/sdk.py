@@ -161,7 +161,12 @@ class Memory:
             from mnemic.infra.store.sqlite import SQLiteStore
 
             return SQLiteStore(self.settings.db_path)
-        raise ConfigError(f"unknown store backend {backend!r}; use sqlite")
+        if backend == "postgres":
+            from mnemic.infra.store.postgres import PostgresStore
+
+            cfg = self.settings.store
+            return PostgresStore(cfg.dsn or "", pool_size=cfg.pool_size)
+        raise ConfigError(f"unknown store backend {backend!r}; use sqlite or postgres")
 
     @property
     def embedder(self) -> Embedder:
@@ -680,7 +685,10 @@ def restore_backup(
 
     settings = settings or load_settings()
     if settings.store.backend != "sqlite":
-        raise ConfigError("restore works on the sqlite store; use your database's own tools")
+        raise ConfigError(
+            "restore works on the sqlite store; into PostgreSQL, copy the backup with "
+            "`mnemic migrate-store SRC/mnemic.db DSN` (or use your database's own tools)"
+        )
     return backup.restore(Path(src), settings.db_path, force=force)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-STORE_BACKENDS = ["sqlite"]
+STORE_BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,10 +26,48 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
         from mnemic.infra.store.sqlite import SQLiteStore
 
         s = SQLiteStore(tmp_path / "store.db", dim=8)
+    elif request.param == "postgres":
+        from mnemic.infra.store.postgres import PostgresStore
+
+        s = PostgresStore(request.getfixturevalue("pg_dsn"), dim=8)
     else:  # pragma: no cover - added with each backend
         raise NotImplementedError(request.param)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    """One real PostgreSQL 16 + pgvector (pgserver from PyPI) for the whole session.
+
+    Its data lives outside pytest's basetemp, which a concurrent pytest run may rotate away."""
+    import shutil
+    import tempfile
+
+    import pgserver
+
+    folder = tempfile.mkdtemp(prefix="mnemic-pg-")
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    yield server
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(pg_server: object) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    admin = pg_server.get_uri()  # type: ignore[attr-defined]
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield make_conninfo(admin, dbname=name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +78,13 @@ def embedder() -> object:
     return get_embedder(EmbedderConfig())
 
 
-@pytest.fixture
-def memory(tmp_path: Path, embedder: object) -> Iterator[object]:
+@pytest.fixture(params=STORE_BACKENDS)
+def memory(request: pytest.FixtureRequest, tmp_path: Path, embedder: object) -> Iterator[object]:
     from mnemic import Memory, load_settings
 
-    with Memory(load_settings(home=tmp_path / "mem"), embedder=embedder) as mem:  # type: ignore[arg-type]
+    overrides: dict[str, object] = {}
+    if request.param == "postgres":
+        overrides["store"] = {"backend": "postgres", "dsn": request.getfixturevalue("pg_dsn")}
+    settings = load_settings(home=tmp_path / "mem", **overrides)
+    with Memory(settings, embedder=embedder) as mem:  # type: ignore[arg-type]
         yield mem

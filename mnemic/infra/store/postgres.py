@@ -1,0 +1,1263 @@
+"""The server store: PostgreSQL with pgvector (HNSW) for vectors and tsvector/GIN for BM25.
+
+Same contract as :class:`~mnemic.infra.store.sqlite.SQLiteStore`, for many processes and
+hosts on one database. Every per-user table has ``user_id, cube_id`` leading its primary
+key and no foreign keys, so it can be distributed by ``user_id`` with Citus (docs/scale.md);
+``cubes``, ``mnemic_meta`` and ``mnemic_migrations`` are small reference tables.
+
+Three choices keep search indexed however many users share the tables:
+
+* each item's tsvectors carry a token naming its (user, cube) scope, so a full-text query
+  is ``scope AND (term OR term ...)`` answered inside the GIN index;
+* ``scopes`` keeps each scope's item and vector counts (updated in the writing
+  transaction): a vector search over a small scope is exact, over a large one it goes
+  through the HNSW index with ``hnsw.ef_search`` raised for the filter, and falls back to
+  exact search if the filter left fewer than ``k`` rows;
+* ``scopes.generation`` moves with every write, so per-scope caches (speakers) stay valid
+  across processes for the price of one primary-key lookup.
+
+psycopg 3 is imported lazily: ``pip install 'mnemic[postgres]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mnemic.errors import (
+    ConfigError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    SchemaTooNew,
+    StoreError,
+)
+from mnemic.infra.store.base import Grant, ItemFilter, Scored
+from mnemic.infra.text import STOPWORDS
+from mnemic.models import (
+    SCHEMA_VERSION,
+    CubeManifest,
+    HistoryEntry,
+    MemoryItem,
+    MemoryKind,
+    MemoryLayer,
+    MemoryStatus,
+    Source,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+# Numbered, append-only migrations: migration i brings the schema from version i to i + 1.
+# The text-search configuration is English snowball stemming without a stopword list (like
+# SQLite's porter tokenizer): stopwords are dropped from queries, not from the index.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TEXT SEARCH DICTIONARY mnemic_stem (TEMPLATE = snowball, Language = english);
+    CREATE TEXT SEARCH CONFIGURATION mnemic (COPY = pg_catalog.english);
+    ALTER TEXT SEARCH CONFIGURATION mnemic
+        ALTER MAPPING FOR asciiword, asciihword, hword_asciipart, word, hword, hword_part
+        WITH mnemic_stem;
+    CREATE FUNCTION mnemic_tokens(tsvector) RETURNS INTEGER
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$ SELECT coalesce(sum(array_length(positions, 1)), 0)::int FROM unnest($1) $$;
+    CREATE TABLE mnemic_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE cubes (
+        cube_id TEXT PRIMARY KEY,
+        owner_id TEXT NOT NULL,
+        manifest TEXT NOT NULL
+    );
+    CREATE INDEX cubes_owner ON cubes (owner_id, cube_id);
+    CREATE TABLE scopes (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        items BIGINT NOT NULL DEFAULT 0,
+        vectors BIGINT NOT NULL DEFAULT 0,
+        generation BIGINT NOT NULL DEFAULT 0,
+        keyed BIGINT NOT NULL DEFAULT 0,
+        body_tokens BIGINT NOT NULL DEFAULT 0,
+        keys_tokens BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, cube_id)
+    );
+    CREATE TABLE items (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        seq BIGINT GENERATED ALWAYS AS IDENTITY,
+        scope TEXT NOT NULL,
+        session_id TEXT,
+        agent_id TEXT,
+        text TEXT NOT NULL,
+        index_text TEXT,
+        kind TEXT NOT NULL,
+        layer TEXT NOT NULL,
+        status TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        supersedes TEXT,
+        valid_from TIMESTAMPTZ,
+        valid_to TIMESTAMPTZ,
+        created_at TIMESTAMPTZ NOT NULL,
+        recorded_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        expires_at TIMESTAMPTZ,
+        speaker TEXT,
+        source JSONB NOT NULL,
+        entities JSONB NOT NULL,
+        tags JSONB NOT NULL,
+        confidence DOUBLE PRECISION NOT NULL,
+        importance DOUBLE PRECISION NOT NULL,
+        access_count INTEGER NOT NULL,
+        last_accessed TIMESTAMPTZ,
+        metadata JSONB NOT NULL,
+        embedding vector,
+        body_tsv tsvector GENERATED ALWAYS AS (
+            to_tsvector('simple', scope)
+            || to_tsvector('mnemic', coalesce(speaker || ': ', '') || text)
+        ) STORED,
+        keys_tsv tsvector GENERATED ALWAYS AS (
+            to_tsvector('simple', scope) || to_tsvector('mnemic', coalesce(index_text, ''))
+        ) STORED,
+        body_len INTEGER GENERATED ALWAYS AS (
+            mnemic_tokens(to_tsvector('mnemic', coalesce(speaker || ': ', '') || text))
+        ) STORED,
+        keys_len INTEGER GENERATED ALWAYS AS (
+            mnemic_tokens(to_tsvector('mnemic', coalesce(index_text, '')))
+        ) STORED,
+        PRIMARY KEY (user_id, cube_id, id)
+    );
+    CREATE INDEX items_status ON items (user_id, cube_id, status, valid_from);
+    CREATE INDEX items_session ON items (user_id, cube_id, session_id, seq);
+    CREATE INDEX items_speaker ON items (user_id, cube_id, speaker);
+    CREATE INDEX items_body_tsv ON items USING gin (body_tsv);
+    CREATE INDEX items_keys_tsv ON items USING gin (keys_tsv);
+    CREATE TABLE history (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        id BIGINT GENERATED ALWAYS AS IDENTITY,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL,
+        reason TEXT,
+        before JSONB,
+        after JSONB,
+        PRIMARY KEY (user_id, cube_id, item_id, id)
+    );
+    """,
+    # 2: cube sharing; like cubes, a small reference table (a grant names a cube, not a scope)
+    """
+    CREATE TABLE grants (
+        cube_id TEXT NOT NULL,
+        grantee TEXT NOT NULL,
+        access TEXT NOT NULL CHECK (access IN ('read', 'write')),
+        granted_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (cube_id, grantee)
+    );
+    CREATE INDEX grants_grantee ON grants (grantee);
+    """,
+]
+
+# fmt: off
+ITEM_COLUMNS = (
+    "id", "user_id", "cube_id", "session_id", "agent_id", "text", "index_text", "kind",
+    "layer", "status", "version", "supersedes", "valid_from", "valid_to", "created_at",
+    "recorded_at", "updated_at", "expires_at", "speaker", "source", "entities", "tags",
+    "confidence", "importance", "access_count", "last_accessed", "metadata",
+)
+# fmt: on
+_JSON_COLUMNS = ("source", "entities", "tags", "metadata")
+_TIME_COLUMNS = tuple(
+    name
+    for name, field in MemoryItem.model_fields.items()
+    if field.annotation in (datetime, datetime | None)
+)
+_SELECT = "SELECT " + ", ".join(f"i.{c}" for c in ITEM_COLUMNS)
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_LEXEME = re.compile(r"[^\W_]+", re.UNICODE)  # no tsquery operator or quote can match
+_MIGRATION_LOCK = 0x6D6E656D6963  # pg_advisory_xact_lock key: one migrator at a time
+
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+EXACT_THRESHOLD = 3_000
+"""A scope with at most this many vectors is searched exactly (a scan of its rows: a few ms;
+PostgreSQL computes distances row by row, so this is lower than SQLite's 10,000)."""
+DEFAULT_EF_SEARCH = 200
+"""hnsw.ef_search for a scope that is the whole table; raised for a scope that is a part of
+it, since the index returns the nearest rows of every scope and the filter drops others'."""
+MAX_EF_SEARCH = 1000  # pgvector's upper bound
+SMALL_SCOPE = 20_000
+"""Up to this many rows, BM25 document frequencies come from one pass over the scope's rows;
+above, from one GIN lookup a term."""
+_HEX_TO_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+_RETRIES = 5  # deadlocks and serialization failures are retried this many times
+
+
+def scope_token(user_id: str, cube_id: str) -> str:
+    """One lexeme naming a (user, cube) scope inside the tsvectors; no text can forge it."""
+    digest = hashlib.sha256(f"{user_id}\x00{cube_id}".encode()).hexdigest()[:24]
+    # letters only, so the text-search parser keeps it one token
+    return "scope" + digest.translate(_HEX_TO_LETTERS)
+
+
+def query_words(text: str) -> list[str]:
+    """The words of a free-text query (stopwords dropped unless nothing else is left); they
+    reach PostgreSQL one by one through plainto_tsquery, so no tsquery syntax gets through."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    kept = [w for w in words if w not in STOPWORDS] or words
+    return list(dict.fromkeys(w for w in kept if w.strip("_")))[:64]
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """pgvector's text form; float32 -> Python float -> repr round-trips exactly."""
+    return "[" + ",".join(map(repr, vector.astype(np.float32).tolist())) + "]"
+
+
+def parse_vector(text: str) -> np.ndarray:
+    return np.array(text[1:-1].split(","), dtype=np.float32)
+
+
+def item_params(item: MemoryItem) -> dict[str, Any]:
+    """Column values of an item as psycopg parameters (JSON columns as JSON text)."""
+    out: dict[str, Any] = {}
+    for col in ITEM_COLUMNS:
+        value = getattr(item, col)
+        if col == "source":
+            value = json.dumps(item.source.model_dump(mode="json"))
+        elif col in _JSON_COLUMNS:
+            value = json.dumps(value)
+        elif isinstance(value, MemoryKind | MemoryLayer | MemoryStatus):
+            value = value.value
+        out[col] = value
+    out["scope"] = scope_token(item.user_id, item.cube_id)
+    return out
+
+
+def row_to_item(row: dict[str, Any]) -> MemoryItem:
+    """Rows were validated on their way in, so they are rebuilt without re-validation."""
+    data: dict[str, Any] = {col: row[col] for col in ITEM_COLUMNS}
+    for col in _TIME_COLUMNS:
+        if data[col] is not None:
+            data[col] = data[col].astimezone(UTC)
+    data["kind"] = MemoryKind(data["kind"])
+    data["layer"] = MemoryLayer(data["layer"])
+    data["status"] = MemoryStatus(data["status"])
+    source = dict(data["source"])
+    if source.get("offsets") is not None:
+        source["offsets"] = tuple(source["offsets"])
+    data["source"] = Source.model_construct(**source)
+    return MemoryItem.model_construct(**data)
+
+
+def _public(item: MemoryItem) -> str:
+    return json.dumps(item.model_dump(mode="json"))
+
+
+def describe_dsn(dsn: str) -> str:
+    """The server and database a DSN names, without its password (for error messages)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(dsn)
+    except Exception:
+        return "the PostgreSQL server"
+    host = parts.get("host") or "localhost"
+    return f"PostgreSQL database {parts.get('dbname') or '?'} on {host}"
+
+
+class PostgresStore:
+    """The server :class:`~mnemic.infra.store.base.Store`: ``PostgresStore(dsn, dim=384)``."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        dim: int | None = None,
+        pool_size: int = 8,
+        ef_search: int = DEFAULT_EF_SEARCH,
+        exact_threshold: int = EXACT_THRESHOLD,
+    ) -> None:
+        try:
+            import psycopg  # noqa: F401
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:
+            raise ConfigError(
+                "the postgres store needs psycopg 3: pip install 'mnemic[postgres]'"
+            ) from exc
+        if not dsn:
+            raise ConfigError("the postgres store needs a DSN, e.g. postgresql://host/mnemic")
+        self.dsn = dsn
+        self.where = describe_dsn(dsn)
+        self.dim = dim
+        self.ef_search = max(1, min(MAX_EF_SEARCH, ef_search))
+        self.exact_threshold = exact_threshold
+        self._closed = False
+        self._lock = threading.Lock()
+        self._speakers: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        self._tf_ranks: list[float] | None = None
+        self._pool: ConnectionPool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max(1, pool_size),
+            # autocommit: a read is one round trip (no BEGIN/ROLLBACK around it); writes and
+            # multi-statement reads open their transaction explicitly
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            open=False,
+            name="mnemic",
+        )
+        try:
+            self._pool.open(wait=True, timeout=30)
+        except Exception as exc:
+            self._pool.close()
+            raise StoreError(f"cannot connect to {self.where}: {exc}") from exc
+        try:
+            self._migrate()
+            self._setup_dim()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS mnemic_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+            )
+            row = db.execute("SELECT coalesce(max(version), 0) AS v FROM mnemic_migrations")
+            version = int(row.fetchone()["v"])  # type: ignore[index]
+            if version > len(MIGRATIONS):
+                raise SchemaTooNew(
+                    f"{self.where} has schema version {version} but this mnemic knows up to "
+                    f"{len(MIGRATIONS)}; upgrade mnemic (pip install -U mnemic) to open it"
+                )
+            if version < len(MIGRATIONS):
+                self._ensure_vector_extension(db)
+            for number in range(version, len(MIGRATIONS)):
+                db.execute(MIGRATIONS[number])  # type: ignore[arg-type]
+                db.execute(
+                    "INSERT INTO mnemic_migrations(version, applied_at) VALUES (%s, now())",
+                    (number + 1,),
+                )
+            db.execute(
+                "INSERT INTO mnemic_meta(key, value) VALUES ('schema_version', %s) "
+                "ON CONFLICT (key) DO NOTHING",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def _ensure_vector_extension(self, db: psycopg.Connection[Any]) -> None:
+        found = db.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
+        if found is not None:
+            return
+        try:
+            with db.transaction():
+                db.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except Exception as exc:
+            raise StoreError(
+                f"{self.where} lacks the pgvector extension and this role may not create it "
+                f"({exc}); run CREATE EXTENSION vector as a superuser once"
+            ) from exc
+
+    def _setup_dim(self) -> None:
+        stored = self._meta("embedding_dim")
+        if stored is not None:
+            if self.dim is not None and self.dim != int(stored):
+                raise InvalidInput(
+                    f"{self.where} holds {stored}-dimensional vectors, not {self.dim}; use the "
+                    "embedder the store was made with, or migrate the data to a new store"
+                )
+            self.dim = int(stored)
+        elif self.dim is not None:
+            self._fix_dim(self.dim)
+
+    def _fix_dim(self, dim: int) -> None:
+        """Give the vector column its dimension and build its HNSW index (once per store)."""
+        with self._tx() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            row = db.execute("SELECT value FROM mnemic_meta WHERE key = 'embedding_dim'").fetchone()
+            if row is None:
+                # a once-per-store ALTER: never queue every reader behind it for long
+                db.execute("SET LOCAL lock_timeout = '30s'")
+                db.execute(f"ALTER TABLE items ALTER COLUMN embedding TYPE vector({int(dim)})")
+                db.execute(
+                    "CREATE INDEX IF NOT EXISTS items_embedding ON items "
+                    "USING hnsw (embedding vector_cosine_ops) "
+                    f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+                )
+                db.execute(
+                    "INSERT INTO mnemic_meta(key, value) VALUES ('embedding_dim', %s)",
+                    (str(dim),),
+                )
+            elif int(row["value"]) != dim:
+                raise InvalidInput(
+                    f"vectors have {dim} dimensions but this store holds {row['value']}; "
+                    "use the embedder the store was made with, or migrate the cube"
+                )
+        self.dim = dim
+
+    def _meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM mnemic_meta WHERE key = %s", (key,))
+        return rows[0]["value"] if rows else None
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        import psycopg
+
+        if self._closed:
+            raise StoreError(f"the store on {self.where} is closed")
+        try:
+            with self._pool.connection(timeout=60) as conn:
+                yield conn
+        except psycopg.errors.UniqueViolation as exc:
+            raise Conflict(
+                f"an item with this id already exists ({exc.diag.message_detail})"
+            ) from exc
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            raise  # retried by _retrying
+        except psycopg.DataError as exc:
+            raise InvalidInput(f"{self.where} refused a value: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"{self.where} failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction on a pooled connection: committed on success, rolled back on error."""
+        with self._conn() as conn, conn.transaction():
+            yield conn
+
+    def _retrying(self, work: Any) -> Any:
+        """Run ``work(db)`` in a transaction, again if it lost a deadlock or serialization
+        race (PostgreSQL rolled it back whole, so a retry is safe)."""
+        import psycopg
+
+        for attempt in range(_RETRIES):
+            try:
+                with self._tx() as db:
+                    return work(db)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == _RETRIES - 1:
+                    raise
+                time.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        with self._conn() as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._pool.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ cubes
+
+    def ensure_cube(
+        self, cube_id: str, owner_id: str, *, embedder: str | None, dim: int | None
+    ) -> CubeManifest:
+        manifest = CubeManifest(
+            cube_id=cube_id, owner_id=owner_id, embedder=embedder, embedding_dim=dim
+        )
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO cubes(cube_id, owner_id, manifest) VALUES (%s, %s, %s) "
+                "ON CONFLICT (cube_id) DO NOTHING",
+                (cube_id, owner_id, manifest.model_dump_json()),
+            )
+            row = db.execute("SELECT manifest FROM cubes WHERE cube_id = %s", (cube_id,)).fetchone()
+        return CubeManifest.model_validate_json(row["manifest"])  # type: ignore[index]
+
+    def get_cube(self, cube_id: str) -> CubeManifest | None:
+        rows = self._read("SELECT manifest FROM cubes WHERE cube_id = %s", (cube_id,))
+        return CubeManifest.model_validate_json(rows[0]["manifest"]) if rows else None
+
+    def list_cubes(self, owner_id: str) -> list[CubeManifest]:
+        rows = self._read(
+            "SELECT manifest FROM cubes WHERE owner_id = %s ORDER BY cube_id", (owner_id,)
+        )
+        return [CubeManifest.model_validate_json(r["manifest"]) for r in rows]
+
+    # ------------------------------------------------------------------ items
+
+    def _check_vectors(self, vectors: np.ndarray | None, n: int) -> np.ndarray | None:
+        if vectors is None:
+            return None
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != n:
+            raise InvalidInput(f"expected {n} vectors, got an array of shape {vectors.shape}")
+        if self.dim is not None and vectors.shape[1] != self.dim:
+            raise InvalidInput(
+                f"vectors have {vectors.shape[1]} dimensions but this store holds {self.dim}; "
+                "use the embedder the store was made with, or migrate the cube"
+            )
+        if n and not bool(np.isfinite(vectors).all()):
+            raise InvalidInput("vectors must be finite (no NaN or infinity)")
+        if n and bool((np.abs(vectors).max(axis=1) == 0).any()):
+            raise InvalidInput("a zero vector has no direction; it cannot be searched by cosine")
+        if self.dim is None:
+            self._fix_dim(int(vectors.shape[1]))
+        return vectors
+
+    def _bump_scopes(
+        self, db: psycopg.Connection[Any], deltas: dict[tuple[str, str], tuple[int, int]]
+    ) -> None:
+        """Count items and vectors per scope and move its generation; in sorted scope order,
+        so two transactions never wait on each other's scope rows in a cycle."""
+        for (user_id, cube_id), (items, vectors) in sorted(deltas.items()):
+            db.execute(
+                "INSERT INTO scopes(user_id, cube_id, items, vectors, generation) "
+                "VALUES (%s, %s, %s, %s, 1) ON CONFLICT (user_id, cube_id) DO UPDATE SET "
+                "items = scopes.items + excluded.items, "
+                "vectors = scopes.vectors + excluded.vectors, "
+                "generation = scopes.generation + 1",
+                (user_id, cube_id, items, vectors),
+            )
+
+    def _count_tokens(
+        self, db: psycopg.Connection[Any], user_id: str, cube_id: str, ids: list[str], sign: int
+    ) -> None:
+        """Add (sign +1) or remove (-1) these items' token counts to their scope's BM25
+        statistics; call after inserting or before deleting them, in the same transaction."""
+        db.execute(
+            "UPDATE scopes s SET body_tokens = s.body_tokens + %s * x.b, "
+            "keys_tokens = s.keys_tokens + %s * x.k, keyed = s.keyed + %s * x.kd "
+            "FROM (SELECT coalesce(sum(body_len), 0) AS b, coalesce(sum(keys_len), 0) AS k, "
+            "count(*) FILTER (WHERE keys_len > 0) AS kd FROM items "
+            "WHERE user_id = %s AND cube_id = %s AND id = ANY(%s)) x "
+            "WHERE s.user_id = %s AND s.cube_id = %s",
+            (sign, sign, sign, user_id, cube_id, ids, user_id, cube_id),
+        )
+
+    # ------------------------------------------------------------------ sharing
+
+    def grant(self, cube_id: str, grantee: str, access: str) -> Grant:
+        if access not in ("read", "write"):
+            raise InvalidInput(f"access must be 'read' or 'write', not {access!r}")
+        now = utcnow()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM cubes WHERE cube_id = %s", (cube_id,)).fetchone() is None:
+                raise NotFound(f"no cube {cube_id!r}; create it before sharing it")
+            db.execute(
+                "INSERT INTO grants(cube_id, grantee, access, granted_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (cube_id, grantee) DO UPDATE SET "
+                "access = excluded.access, granted_at = excluded.granted_at",
+                (cube_id, grantee, access, now),
+            )
+        return Grant(cube_id=cube_id, grantee=grantee, access=access, granted_at=now)
+
+    def revoke(self, cube_id: str, grantee: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM grants WHERE cube_id = %s AND grantee = %s", (cube_id, grantee)
+            )
+            return cur.rowcount > 0
+
+    def grants(self, *, cube_id: str | None = None, grantee: str | None = None) -> list[Grant]:
+        clauses, params = [], []
+        if cube_id is not None:
+            clauses.append("cube_id = %s")
+            params.append(cube_id)
+        if grantee is not None:
+            clauses.append("grantee = %s")
+            params.append(grantee)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._read(f"SELECT * FROM grants{where} ORDER BY cube_id, grantee", params)
+        return [
+            Grant(
+                cube_id=r["cube_id"],
+                grantee=r["grantee"],
+                access=r["access"],
+                granted_at=r["granted_at"],
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ items
+
+    def add_items(
+        self,
+        items: Sequence[MemoryItem],
+        vectors: np.ndarray | None,
+        *,
+        actor: str,
+        reason: str | None = None,
+    ) -> None:
+        if not items:
+            return
+        vectors = self._check_vectors(vectors, len(items))
+        ids = [(i.user_id, i.cube_id, i.id) for i in items]
+        if len(set(ids)) != len(ids):
+            raise Conflict("the batch holds the same item id twice")
+        now = utcnow()
+        deltas: dict[tuple[str, str], tuple[int, int]] = {}
+        rows = []
+        history = []
+        for n, item in enumerate(items):
+            key = (item.user_id, item.cube_id)
+            count, vec_count = deltas.get(key, (0, 0))
+            deltas[key] = (count + 1, vec_count + (vectors is not None))
+            params = item_params(item)
+            params["embedding"] = None if vectors is None else vector_literal(vectors[n])
+            rows.append(params)
+            history.append(
+                (item.user_id, item.cube_id, item.id, "add", actor, now, reason, _public(item))
+            )
+        columns = (*ITEM_COLUMNS, "scope", "embedding")
+        insert = (
+            f"INSERT INTO items({', '.join(columns)}) VALUES ("
+            + ", ".join(f"%({c})s::vector" if c == "embedding" else f"%({c})s" for c in columns)
+            + ")"
+        )
+
+        def work(db: psycopg.Connection[Any]) -> None:
+            self._bump_scopes(db, deltas)
+            with db.cursor() as cur:
+                cur.executemany(insert, rows)
+                cur.executemany(
+                    "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, reason, "
+                    "after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    history,
+                )
+            for user_id, cube_id in sorted(deltas):
+                scope_ids = [i.id for i in items if (i.user_id, i.cube_id) == (user_id, cube_id)]
+                self._count_tokens(db, user_id, cube_id, scope_ids, +1)
+
+        self._retrying(work)
+
+    def put_vectors(
+        self, user_id: str, cube_id: str, ids: Sequence[str], vectors: np.ndarray
+    ) -> int:
+        checked = self._check_vectors(vectors, len(ids))
+        assert checked is not None
+        rows = [
+            (vector_literal(checked[n]), user_id, cube_id, item_id)
+            for n, item_id in enumerate(ids)
+        ]
+
+        def work(db: psycopg.Connection[Any]) -> int:
+            # the scope row first, as every writer: one lock order
+            if (
+                db.execute(
+                    "SELECT 1 FROM scopes WHERE user_id = %s AND cube_id = %s FOR UPDATE",
+                    (user_id, cube_id),
+                ).fetchone()
+                is None
+            ):
+                return 0
+            counted = db.execute(
+                "SELECT count(*) AS n FROM items WHERE user_id = %s AND cube_id = %s "
+                "AND id = ANY(%s) AND embedding IS NULL",
+                (user_id, cube_id, list(dict.fromkeys(ids))),
+            ).fetchone()
+            missing = int(counted["n"]) if counted else 0
+            done = 0
+            with db.cursor() as cur:
+                for row in rows:
+                    cur.execute(
+                        "UPDATE items SET embedding = %s::vector "
+                        "WHERE user_id = %s AND cube_id = %s AND id = %s",
+                        row,
+                    )
+                    done += cur.rowcount
+            db.execute(
+                "UPDATE scopes SET generation = generation + 1, vectors = vectors + %s "
+                "WHERE user_id = %s AND cube_id = %s",
+                (missing, user_id, cube_id),
+            )
+            return done
+
+        result: int = self._retrying(work)
+        return result
+
+    def get_items(self, user_id: str, cube_id: str, ids: Sequence[str]) -> list[MemoryItem]:
+        if not ids:
+            return []
+        rows = self._read(
+            f"{_SELECT} FROM items i WHERE i.user_id = %s AND i.cube_id = %s AND i.id = ANY(%s)",
+            (user_id, cube_id, list(dict.fromkeys(ids))),
+        )
+        found = {r["id"]: row_to_item(r) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    def list_items(
+        self,
+        user_id: str,
+        cube_id: str,
+        flt: ItemFilter = ItemFilter(),
+        *,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[MemoryItem]:
+        where, params = _where(flt)
+        rows = self._read(
+            f"{_SELECT} FROM items i WHERE i.user_id = %s AND i.cube_id = %s{where} "
+            "ORDER BY i.valid_from NULLS LAST, i.seq LIMIT %s OFFSET %s",
+            (user_id, cube_id, *params, limit, offset),
+        )
+        return [row_to_item(r) for r in rows]
+
+    def count_items(self, user_id: str, cube_id: str, flt: ItemFilter = ItemFilter()) -> int:
+        where, params = _where(flt)
+        rows = self._read(
+            f"SELECT count(*) AS n FROM items i WHERE i.user_id = %s AND i.cube_id = %s{where}",
+            (user_id, cube_id, *params),
+        )
+        return int(rows[0]["n"])
+
+    def update_item(
+        self,
+        item: MemoryItem,
+        vector: np.ndarray | None,
+        *,
+        actor: str,
+        action: str = "update",
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> MemoryItem:
+        vectors = self._check_vectors(None if vector is None else vector[None, :], 1)
+
+        def work(db: psycopg.Connection[Any]) -> MemoryItem:
+            # lock the scope row first, as add and purge do: one lock order for all writers
+            scope_row = db.execute(
+                "SELECT 1 FROM scopes WHERE user_id = %s AND cube_id = %s FOR UPDATE",
+                (item.user_id, item.cube_id),
+            ).fetchone()
+            row = db.execute(
+                f"{_SELECT}, i.embedding IS NOT NULL AS has_vector FROM items i "
+                "WHERE i.user_id = %s AND i.cube_id = %s AND i.id = %s FOR UPDATE",
+                (item.user_id, item.cube_id, item.id),
+            ).fetchone()
+            if row is None or scope_row is None:
+                raise NotFound(f"no item {item.id} in cube {item.cube_id} of user {item.user_id}")
+            old = row_to_item(row)
+            if expected_version is not None and old.version != expected_version:
+                raise Conflict(
+                    f"item {item.id} is at version {old.version}, not {expected_version}; "
+                    "re-read it and apply the change again"
+                )
+            new = item.model_copy(update={"updated_at": utcnow()})
+            self._count_tokens(db, item.user_id, item.cube_id, [item.id], -1)
+            params = item_params(new)
+            settable = [c for c in ITEM_COLUMNS if c not in ("id", "user_id", "cube_id")]
+            assignments = ", ".join(f"{c} = %({c})s" for c in settable)
+            if vectors is not None:
+                assignments += ", embedding = %(embedding)s::vector"
+                params["embedding"] = vector_literal(vectors[0])
+            db.execute(
+                f"UPDATE items SET {assignments} "
+                "WHERE user_id = %(user_id)s AND cube_id = %(cube_id)s AND id = %(id)s",
+                params,
+            )
+            self._count_tokens(db, item.user_id, item.cube_id, [item.id], +1)
+            added_vector = int(vectors is not None and not row["has_vector"])
+            db.execute(
+                "UPDATE scopes SET generation = generation + 1, vectors = vectors + %s "
+                "WHERE user_id = %s AND cube_id = %s",
+                (added_vector, item.user_id, item.cube_id),
+            )
+            db.execute(
+                "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, reason, "
+                "before, after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    new.user_id,
+                    new.cube_id,
+                    new.id,
+                    action,
+                    actor,
+                    new.updated_at,
+                    reason,
+                    _public(old),
+                    _public(new),
+                ),
+            )
+            return new
+
+        result: MemoryItem = self._retrying(work)
+        return result
+
+    def purge_item(self, user_id: str, cube_id: str, item_id: str, *, actor: str) -> None:
+        def work(db: psycopg.Connection[Any]) -> None:
+            db.execute(
+                "SELECT 1 FROM scopes WHERE user_id = %s AND cube_id = %s FOR UPDATE",
+                (user_id, cube_id),
+            )
+            self._count_tokens(db, user_id, cube_id, [item_id], -1)
+            row = db.execute(
+                "DELETE FROM items WHERE user_id = %s AND cube_id = %s AND id = %s "
+                "RETURNING embedding IS NOT NULL AS has_vector",
+                (user_id, cube_id, item_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no item {item_id} in cube {cube_id} of user {user_id}")
+            db.execute(
+                "UPDATE scopes SET generation = generation + 1, items = items - 1, "
+                "vectors = vectors - %s WHERE user_id = %s AND cube_id = %s",
+                (int(row["has_vector"]), user_id, cube_id),
+            )
+            # the content goes from history too: a purge is the owner's request to forget
+            db.execute(
+                "UPDATE history SET before = NULL, after = NULL "
+                "WHERE user_id = %s AND cube_id = %s AND item_id = %s",
+                (user_id, cube_id, item_id),
+            )
+            db.execute(
+                "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, reason) "
+                "VALUES (%s, %s, %s, 'purge', %s, %s, 'purged on request')",
+                (user_id, cube_id, item_id, actor, utcnow()),
+            )
+
+        self._retrying(work)
+
+    def record_access(self, user_id: str, cube_id: str, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        counts: dict[str, int] = {}
+        for i in ids:
+            counts[i] = counts.get(i, 0) + 1
+        ordered = sorted(counts)
+
+        def work(db: psycopg.Connection[Any]) -> None:
+            # rows locked in id order: concurrent callers queue instead of deadlocking
+            db.execute(
+                "SELECT 1 FROM items WHERE user_id = %s AND cube_id = %s AND id = ANY(%s) "
+                "ORDER BY id FOR UPDATE",
+                (user_id, cube_id, ordered),
+            )
+            db.execute(
+                "UPDATE items i SET access_count = i.access_count + c.n, last_accessed = %s "
+                "FROM unnest(%s::text[], %s::int[]) AS c(id, n) "
+                "WHERE i.user_id = %s AND i.cube_id = %s AND i.id = c.id",
+                (utcnow(), ordered, [counts[i] for i in ordered], user_id, cube_id),
+            )
+
+        self._retrying(work)
+
+    def facets(
+        self, user_id: str, cube_id: str, ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, str | None]]:
+        if not ids:
+            return {}
+        rows = self._read(
+            "SELECT id, speaker, session_id FROM items WHERE user_id = %s AND cube_id = %s "
+            "AND id = ANY(%s)",
+            (user_id, cube_id, list(dict.fromkeys(ids))),
+        )
+        return {r["id"]: (r["speaker"], r["session_id"]) for r in rows}
+
+    def speakers(self, user_id: str, cube_id: str) -> list[str]:
+        key = (user_id, cube_id)
+        with self._conn() as db:
+            row = db.execute(
+                "SELECT generation FROM scopes WHERE user_id = %s AND cube_id = %s", key
+            ).fetchone()
+            generation = int(row["generation"]) if row else 0
+            cached = self._speakers.get(key)
+            if cached is not None and cached[0] == generation:
+                db.rollback()
+                return cached[1]
+            rows = db.execute(
+                "SELECT DISTINCT speaker FROM items WHERE user_id = %s AND cube_id = %s "
+                "AND speaker IS NOT NULL",
+                key,
+            ).fetchall()
+            db.rollback()
+        names = sorted(r["speaker"] for r in rows)
+        self._speakers[key] = (generation, names)
+        return names
+
+    def neighbors(
+        self,
+        user_id: str,
+        cube_id: str,
+        ids: Sequence[str],
+        window: int,
+        flt: ItemFilter = ItemFilter(),
+    ) -> dict[str, list[tuple[str, int]]]:
+        if window <= 0 or not ids:
+            return {}
+        where, params = _where(flt)
+        out: dict[str, list[tuple[str, int]]] = {}
+        with self._conn() as db:
+            for item_id in dict.fromkeys(ids):
+                row = db.execute(
+                    "SELECT seq, session_id FROM items WHERE user_id = %s AND cube_id = %s "
+                    "AND id = %s",
+                    (user_id, cube_id, item_id),
+                ).fetchone()
+                if row is None or row["session_id"] is None:
+                    continue
+                found: list[tuple[str, int]] = []
+                for op, order in (("<", "DESC"), (">", "ASC")):
+                    near = db.execute(
+                        f"SELECT i.id FROM items i WHERE i.user_id = %s AND i.cube_id = %s "
+                        f"AND i.session_id = %s AND i.seq {op} %s{where} "
+                        f"ORDER BY i.seq {order} LIMIT %s",
+                        (user_id, cube_id, row["session_id"], row["seq"], *params, window),
+                    ).fetchall()
+                    found.extend((r["id"], n) for n, r in enumerate(near, start=1))
+                out[item_id] = found
+            db.rollback()
+        return out
+
+    def history(self, user_id: str, cube_id: str, item_id: str) -> list[HistoryEntry]:
+        rows = self._read(
+            "SELECT * FROM history WHERE user_id = %s AND cube_id = %s AND item_id = %s "
+            "ORDER BY id",
+            (user_id, cube_id, item_id),
+        )
+        return [
+            HistoryEntry(
+                id=r["id"],
+                item_id=r["item_id"],
+                user_id=r["user_id"],
+                cube_id=r["cube_id"],
+                action=r["action"],
+                actor=r["actor"],
+                at=r["at"].astimezone(UTC),
+                reason=r["reason"],
+                before=r["before"],
+                after=r["after"],
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ search
+
+    def fulltext_search(
+        self,
+        user_id: str,
+        cube_id: str,
+        query: str,
+        k: int,
+        flt: ItemFilter = ItemFilter(),
+        *,
+        keys_weight: float = 2.0,
+    ) -> list[Scored]:
+        words = query_words(query)
+        if not words or k <= 0:
+            return []
+        where, params = _where(flt)
+        token = scope_token(user_id, cube_id)
+        with self._conn() as db:
+            # one snapshot for the statistics, the frequencies and the rows they rank (set on
+            # the connection, so it rides on the BEGIN instead of a round trip of its own)
+            from psycopg import IsolationLevel
+
+            db.isolation_level = IsolationLevel.REPEATABLE_READ
+            db.read_only = True
+            try:
+                with db.transaction():
+                    scores = self._fulltext(
+                        db, user_id, cube_id, token, words, k, where, params, keys_weight
+                    )
+            finally:
+                db.isolation_level = None
+                db.read_only = None
+        best = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:k]
+        return [Scored(item_id, score) for item_id, score in best]
+
+    def _fulltext(
+        self,
+        db: psycopg.Connection[Any],
+        user_id: str,
+        cube_id: str,
+        token: str,
+        words: list[str],
+        k: int,
+        where: str,
+        params: list[Any],
+        keys_weight: float,
+    ) -> dict[str, float]:
+        stats = db.execute(
+            "SELECT (SELECT array_agg(DISTINCT lexeme) "
+            "        FROM unnest(to_tsvector('mnemic', %s))) AS lexemes, "
+            "s.items, s.keyed, s.body_tokens, s.keys_tokens "
+            "FROM (SELECT 1) AS one LEFT JOIN scopes s ON s.user_id = %s AND s.cube_id = %s",
+            (" ".join(words), user_id, cube_id),
+        ).fetchone()
+        # lexemes of word characters only: quoted into a tsquery they cannot be syntax
+        terms = sorted(t for t in (stats["lexemes"] or []) if _LEXEME.fullmatch(t))  # type: ignore[index]
+        if stats is None or stats["items"] is None or not terms:
+            return {}
+        # Own words and keys are ranked separately, each with its own document frequencies:
+        # a key repeats its neighbours' words, and counted together those repeats would
+        # make a word look common.
+        columns = [
+            (column, int(rows), int(tokens), weight)
+            for column, rows, tokens, weight in (
+                ("body", stats["items"], stats["body_tokens"], 1.0),
+                ("keys", stats["keyed"], stats["keys_tokens"], keys_weight),
+            )
+            if weight > 0 and rows > 0
+        ]
+        if not columns:
+            return {}
+        dfs = self._document_frequencies(
+            db, user_id, cube_id, token, terms, [c for c, *_ in columns], stats["items"]
+        )
+        scores: dict[str, float] = {}
+        for column, rows, tokens, weight in columns:
+            idfs = []
+            for df in dfs[column]:
+                idf = math.log((rows - min(rows, df) + 0.5) / (min(rows, df) + 0.5))
+                idfs.append(idf if idf > 0 else 1e-6)
+            for item_id, score in self._bm25(
+                db, column, user_id, cube_id, token, terms, idfs, rows, tokens, where, params, k
+            ):
+                scores[item_id] = scores.get(item_id, 0.0) + weight * score
+        return scores
+
+    def _document_frequencies(
+        self,
+        db: psycopg.Connection[Any],
+        user_id: str,
+        cube_id: str,
+        token: str,
+        terms: list[str],
+        columns: list[str],
+        scope_rows: int,
+    ) -> dict[str, list[int]]:
+        """How many of the scope's rows hold each term, per column, in one statement."""
+        names = [(c, n) for c in columns for n in range(len(terms))]
+        if scope_rows <= SMALL_SCOPE:  # one pass over the scope's rows counts every term
+            row = db.execute(
+                "SELECT "
+                + ", ".join(
+                    f"count(*) FILTER (WHERE i.{c}_tsv @@ %s::tsquery) AS {c}{n}" for c, n in names
+                )
+                + " FROM items i WHERE i.user_id = %s AND i.cube_id = %s",
+                [f"'{terms[n]}'" for _, n in names] + [user_id, cube_id],
+            ).fetchone()
+        else:
+            # counted in the GIN index: the scope token (96 bits of a hash of the scope)
+            # stands for the user and cube columns; scope and term as two conditions, so the
+            # planner may use the index for whichever is selective
+            row = db.execute(
+                "SELECT "
+                + ", ".join(
+                    f"(SELECT count(*) FROM items i WHERE i.{c}_tsv @@ %s::tsquery "
+                    f"AND i.{c}_tsv @@ %s::tsquery) AS {c}{n}"
+                    for c, n in names
+                ),
+                [v for _, n in names for v in (f"'{token}'", f"'{terms[n]}'")],
+            ).fetchone()
+        return {c: [int(row[f"{c}{n}"]) for n in range(len(terms))] for c in columns}  # type: ignore[index]
+
+    def _rank_of_tf(self, db: psycopg.Connection[Any]) -> list[float]:
+        """ts_rank of a lexeme with 1, 2, ... 256 positions (PostgreSQL keeps at most 256)."""
+        if self._tf_ranks is None:
+            rows = db.execute(
+                "SELECT ts_rank((SELECT ('a:' || string_agg(g::text, ','))::tsvector "
+                "FROM generate_series(1, n) g), 'a'::tsquery) AS r "
+                "FROM generate_series(1, 256) n ORDER BY n"
+            ).fetchall()
+            self._tf_ranks = [float(r["r"]) for r in rows]
+        return self._tf_ranks
+
+    def _bm25(
+        self,
+        db: psycopg.Connection[Any],
+        column: str,
+        user_id: str,
+        cube_id: str,
+        token: str,
+        terms: list[str],
+        idfs: list[float],
+        rows: int,
+        tokens: int,
+        where: str,
+        params: list[Any],
+        k: int,
+    ) -> list[tuple[str, float]]:
+        """Okapi BM25 as SQLite's FTS5 computes it (k1 1.2, b 0.75, an IDF that is not
+        positive clamped to 1e-6; a row's length counts its scope token), within one scope;
+        the best 2k rows, as the SQLite store returns."""
+        limit = 2 * k
+        tsv, length = f"i.{column}_tsv", f"i.{column}_len"
+        avgdl = (tokens + rows) / rows  # +1 token a row: FTS5 counts the scope column too
+        # A term's frequency in a row, without unnesting the row's tsvector: ts_rank of a
+        # one-lexeme query is a fixed function of how many positions the lexeme has there
+        # (all weights are D), so its value is looked up among the values for 1..256.
+        sql = (
+            "WITH cand AS ("
+            f"  SELECT i.id, {length} + 1 AS dl, {tsv} AS tsv FROM items i"
+            f"  WHERE {tsv} @@ %s::tsquery AND {tsv} @@ %s::tsquery"
+            f"  AND i.user_id = %s AND i.cube_id = %s{where}"
+            ") "
+            "SELECT c.id, sum(w.idf * t.tf * 2.2 / (t.tf + 1.2 * (0.25 + 0.75 * c.dl / %s)))"
+            "  AS score "
+            "FROM cand c CROSS JOIN unnest(%s::tsquery[], %s::float8[]) AS w(q, idf) "
+            "CROSS JOIN LATERAL (SELECT array_position(%s::real[], ts_rank(c.tsv, w.q)) AS tf) t "
+            "WHERE t.tf IS NOT NULL GROUP BY c.id ORDER BY score DESC, c.id LIMIT %s"
+        )
+        queries = [f"'{t}'" for t in terms]
+        ranks = self._rank_of_tf(db)
+        # Rows that match only terms in half the scope or more score ~1e-6 a term, below
+        # any row with a telling term: rank the rows with a telling term first, and scan the
+        # common terms' (long) lists only if fewer than k rows have one (otherwise the
+        # caller's top k is made of rows with a telling term whatever the rest scores).
+        telling = [t for t, idf in zip(terms, idfs, strict=True) if idf > 1e-6]
+        for subset in ([telling] if telling and len(telling) < len(terms) else []) + [terms]:
+            any_term = " | ".join(f"'{t}'" for t in subset)
+            found = db.execute(
+                sql,
+                (
+                    f"'{token}'",
+                    any_term,
+                    user_id,
+                    cube_id,
+                    *params,
+                    avgdl,
+                    queries,
+                    idfs,
+                    ranks,
+                    limit,
+                ),
+            ).fetchall()
+            if len(found) >= k:
+                break
+        return [(r["id"], float(r["score"])) for r in found]
+
+    def vector_search(
+        self,
+        user_id: str,
+        cube_id: str,
+        vector: np.ndarray,
+        k: int,
+        flt: ItemFilter = ItemFilter(),
+    ) -> list[Scored]:
+        if k <= 0 or self.dim is None:
+            return []
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if query.shape[0] != self.dim:
+            raise InvalidInput(
+                f"the query vector has {query.shape[0]} dimensions, the store {self.dim}"
+            )
+        if not bool(np.isfinite(query).all()) or not bool(np.abs(query).max() > 0):
+            return []
+        literal = vector_literal(query)
+        where, params = _where(flt)
+        with self._conn() as db:
+            row = db.execute(
+                "SELECT vectors FROM scopes WHERE user_id = %s AND cube_id = %s",
+                (user_id, cube_id),
+            ).fetchone()
+            size = int(row["vectors"]) if row else 0
+            found: list[Any] = []
+            if size > self.exact_threshold:
+                # rows in the whole table, from the planner's statistics (no scan)
+                stats = db.execute(
+                    "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'items'::regclass"
+                ).fetchone()
+                share = size / max(size, int(stats["n"]) if stats else size)
+                ef = min(MAX_EF_SEARCH, max(self.ef_search, k) * math.ceil(1 / share))
+                # the index returns the table's nearest rows, ours among them at about our
+                # share: worth asking only if ef_search of them can hold k of ours
+                if ef * share >= 2 * k:
+                    found = self._ann(db, literal, user_id, cube_id, ef, k, where, params)
+            if len(found) < k and size > 0:
+                # small scope, or the filter left fewer than k of the index's candidates
+                found = db.execute(
+                    "SELECT i.id, 1 - (i.embedding <=> %s::vector) AS sim FROM items i "
+                    "WHERE i.user_id = %s AND i.cube_id = %s AND i.embedding IS NOT NULL"
+                    f"{where} ORDER BY sim DESC, i.id LIMIT %s",
+                    (literal, user_id, cube_id, *params, k),
+                ).fetchall()
+            db.rollback()
+        return [Scored(r["id"], float(r["sim"])) for r in found]
+
+    def _ann(
+        self,
+        db: psycopg.Connection[Any],
+        literal: str,
+        user_id: str,
+        cube_id: str,
+        ef: int,
+        k: int,
+        where: str,
+        params: list[Any],
+    ) -> list[Any]:
+        """HNSW search with ``hnsw.ef_search`` set for this query (this transaction) only."""
+        with db.transaction():
+            db.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
+            return db.execute(
+                "SELECT i.id, 1 - (i.embedding <=> %s::vector) AS sim FROM items i "
+                f"WHERE i.user_id = %s AND i.cube_id = %s{where} "
+                "ORDER BY i.embedding <=> %s::vector LIMIT %s",
+                (literal, user_id, cube_id, *params, literal, k),
+            ).fetchall()
+
+    # ------------------------------------------------------------------ copies
+
+    def backup(self, dest: str | Path) -> dict[str, Any]:
+        """A consistent copy of every scope into a new SQLite backup folder ``dest`` (the
+        same format as the SQLite store's backups; ``mnemic migrate-store`` brings it back
+        into PostgreSQL)."""
+        from mnemic.infra.store.copy import backup_to_folder
+
+        return backup_to_folder(self, Path(dest))
+
+
+def _where(flt: ItemFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flt.statuses:
+        clauses.append("i.status = ANY(%s)")
+        params.append([MemoryStatus(s).value for s in flt.statuses])
+    if flt.kinds:
+        clauses.append("i.kind = ANY(%s)")
+        params.append([str(k) for k in flt.kinds])
+    if flt.session_id is not None:
+        clauses.append("i.session_id = %s")
+        params.append(flt.session_id)
+    if flt.agent_id is not None:
+        clauses.append("i.agent_id = %s")
+        params.append(flt.agent_id)
+    if flt.speaker is not None:
+        clauses.append("i.speaker = %s")
+        params.append(flt.speaker)
+    for tag in flt.tags:
+        clauses.append("i.tags @> %s::jsonb")
+        params.append(json.dumps([tag]))
+    if flt.valid_after is not None:
+        clauses.append("i.valid_from >= %s")
+        params.append(_aware(flt.valid_after))
+    if flt.valid_before is not None:
+        clauses.append("i.valid_from < %s")
+        params.append(_aware(flt.valid_before))
+    if flt.as_of is not None:
+        at = _aware(flt.as_of)
+        clauses.append("(i.valid_from IS NULL OR i.valid_from <= %s)")
+        clauses.append("(i.valid_to IS NULL OR i.valid_to > %s)")
+        params.extend([at, at])
+    if flt.known_at is not None:
+        clauses.append("i.recorded_at <= %s")
+        params.append(_aware(flt.known_at))
+    return ("".join(f" AND {c}" for c in clauses), params)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
