@@ -82,6 +82,8 @@ def test_a_cache_is_refused_for_another_model_or_a_tampered_file(model, tmp_path
     other = random_model("tiny", seed=1)  # same shape, other weights
     with pytest.raises(InvalidInput, match="made for"):
         kv.check_model(cache, other)
+    with pytest.raises(InvalidInput, match="made for"):
+        generate(other, tok, cache, QUERY)
     path = tmp_path / "c.safetensors"
     kv.save(cache, path)
     # the header claims another version of an item than the one the tensors were made from

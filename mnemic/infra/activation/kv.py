@@ -203,12 +203,16 @@ def generate(
     query: str,
     *,
     max_new_tokens: int = 32,
+    model_id: str | None = None,
     **generate_kwargs: Any,
 ) -> list[int]:
     """Answer ``query`` with the memory injected as ``cache``: only the question is prefilled.
 
+    Refused when the cache was made for another model (``model_id`` as given to compile).
+
     Greedy unless ``generate_kwargs`` say otherwise. Returns the new token ids. The cache's
     prefix must be the one the tokenizer renders today for its items (else it is refused)."""
+    check_model(cache, model, model_id)
     prompt = prompt_ids(tokenizer, cache.memory, query)
     if prompt.prefix != cache.prefix_ids:
         raise InvalidInput(
