@@ -565,6 +565,71 @@ def bench_scheduler(
         console.print(f"wrote {json_out}")
 
 
+@bench_app.command("activation")
+def bench_activation(
+    shape: Annotated[
+        str, typer.Option(help="Model shape, random weights: qwen2.5-0.5b, smollm2-360m, tiny.")
+    ] = "qwen2.5-0.5b",
+    tokens: Annotated[
+        str, typer.Option(help="Memory sizes in tokens, comma-separated.")
+    ] = "1024,2048,4096",
+    repeats: Annotated[int, typer.Option(help="Timed runs per measurement (fastest).")] = 3,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Time to first token with memory as prompt text vs as a loaded KV cache (extra hf)."""
+    from mnemic.bench import activation
+
+    try:
+        sizes = tuple(int(t) for t in tokens.split(",") if t.strip())
+    except ValueError as exc:
+        raise MnemicError(f"--tokens takes integers separated by commas, not {tokens!r}") from exc
+    report = activation.run(
+        shape=shape,
+        sizes=sizes,
+        repeats=repeats,
+        threads=threads,
+        progress=lambda msg: err.print(f"[dim]{msg}[/dim]"),
+    )
+    m = report["model"]
+    table = Table(
+        title=f"Time to first token, {m['shape']} shape ({m['parameters'] / 1e6:.0f}M params, "
+        f"random weights, {m['dtype']}), CPU x{report['threads']} threads, fastest of {repeats}"
+    )
+    for column in (
+        "memory tokens",
+        "question tokens",
+        "as prompt text",
+        "as KV cache",
+        "of which load",
+        "cut",
+        "CPU s text / cache",
+        "cut in CPU",
+        "cache on disk",
+        "compile once",
+        "same tokens",
+    ):
+        table.add_column(column, justify="right")
+    for r in report["rows"]:
+        table.add_row(
+            str(r["memory_tokens"]),
+            str(r["question_tokens"]),
+            f"{r['ttft_text_ms']:.0f} ms",
+            f"{r['ttft_cache_ms']:.0f} ms",
+            f"{r['cache_load_ms']:.0f} ms",
+            f"{r['cut']:.1%}",
+            f"{r['cpu_text_s']:.1f} / {r['cpu_cache_s']:.1f}",
+            f"{r['cut_cpu']:.1%}",
+            f"{r['cache_mb']:.1f} MB",
+            f"{r['compile_s']:.1f} s",
+            "yes" if r["same_tokens"] else "NO",
+        )
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2))
+        console.print(f"wrote {json_out}")
+
+
 @bench_app.command("scale")
 def bench_scale(
     store: Annotated[str, typer.Option(help="sqlite, postgres, or both (comma)")] = "sqlite",
