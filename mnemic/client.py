@@ -211,6 +211,25 @@ class _Requests:
             parse=_as(list[HistoryEntry]),
         )
 
+    def versions(self, item_id: str, *, cube_id: str | None) -> _Call:
+        return _Call(
+            "GET",
+            f"/v1/memories/{_path(item_id)}/versions",
+            params=_params(cube_id=cube_id),
+            parse=_as(list[MemoryItem]),
+        )
+
+    def failed_jobs(self, *, cube_id: str | None) -> _Call:
+        return _Call("GET", "/v1/jobs/failed", params=_params(cube_id=cube_id))
+
+    def wait(self, *, cube_id: str | None, timeout: float) -> _Call:
+        return _Call(
+            "POST",
+            "/v1/jobs/wait",
+            params=_params(cube_id=cube_id, timeout=timeout),
+            parse=lambda body: bool(body["done"]),
+        )
+
     def cubes(self) -> _Call:
         return _Call("GET", "/v1/cubes", parse=lambda body: [c["cube_id"] for c in body])
 
@@ -435,6 +454,24 @@ class Client:
         self._user(user_id)
         return self._run(self._r.history(item_id, cube_id=cube_id))  # type: ignore[no-any-return]
 
+    def versions(
+        self, item_id: str, *, user_id: str | None = None, cube_id: str | None = None
+    ) -> list[MemoryItem]:
+        self._user(user_id)
+        return self._run(self._r.versions(item_id, cube_id=cube_id))  # type: ignore[no-any-return]
+
+    def failed_jobs(
+        self, *, user_id: str | None = None, cube_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        self._user(user_id)
+        return self._run(self._r.failed_jobs(cube_id=cube_id))  # type: ignore[no-any-return]
+
+    def wait(
+        self, *, user_id: str | None = None, cube_id: str | None = None, timeout: float = 10.0
+    ) -> bool:
+        self._user(user_id)
+        return self._run(self._r.wait(cube_id=cube_id, timeout=timeout))  # type: ignore[no-any-return]
+
     def cubes(self, *, user_id: str | None = None) -> list[str]:
         """The ids of the cubes you own and those shared with you."""
         self._user(user_id)
@@ -628,6 +665,25 @@ class AsyncClient:
     ) -> list[HistoryEntry]:
         await self._user(user_id)
         call = self._r.history(item_id, cube_id=cube_id)
+        return await self._run(call)  # type: ignore[no-any-return]
+
+    async def versions(
+        self, item_id: str, *, user_id: str | None = None, cube_id: str | None = None
+    ) -> list[MemoryItem]:
+        await self._user(user_id)
+        return await self._run(self._r.versions(item_id, cube_id=cube_id))  # type: ignore[no-any-return]
+
+    async def failed_jobs(
+        self, *, user_id: str | None = None, cube_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        await self._user(user_id)
+        return await self._run(self._r.failed_jobs(cube_id=cube_id))  # type: ignore[no-any-return]
+
+    async def wait(
+        self, *, user_id: str | None = None, cube_id: str | None = None, timeout: float = 10.0
+    ) -> bool:
+        await self._user(user_id)
+        call = self._r.wait(cube_id=cube_id, timeout=timeout)
         return await self._run(call)  # type: ignore[no-any-return]
 
     async def cubes(self, *, user_id: str | None = None) -> list[str]:

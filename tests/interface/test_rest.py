@@ -68,6 +68,9 @@ ROUTES = [
     ("PATCH", "/v1/memories/{item_id}"),
     ("DELETE", "/v1/memories/{item_id}"),
     ("GET", "/v1/memories/{item_id}/history"),
+    ("GET", "/v1/memories/{item_id}/versions"),
+    ("GET", "/v1/jobs/failed"),
+    ("POST", "/v1/jobs/wait"),
     ("POST", "/v1/chat"),
 ]
 
@@ -191,6 +194,8 @@ def test_memories_endpoints_end_to_end(server: ThreadedServer, admin: Client) ->
     history = ana.history(items[0].id)
     assert [h.action for h in history] == ["add", "update"]
     assert history[1].before and history[1].before["text"] == "I adopted a cat called Miso."
+    assert [v.id for v in ana.versions(items[0].id)] == [items[0].id]
+    assert ana.wait(timeout=30) is True and ana.failed_jobs() == []
 
     # as-of: the view at a time before the add sees nothing; deleted items leave the view
     assert ana.get_all(filters={"known_at": "2000-01-01T00:00:00Z"}) == []
@@ -248,6 +253,7 @@ def test_one_tenant_never_reaches_another_through_any_endpoint(
     for call in (
         lambda: ana.get(secret.id),
         lambda: ana.history(secret.id),
+        lambda: ana.versions(secret.id),
         lambda: ana.update(secret.id, text="hacked"),
         lambda: ana.delete(secret.id),
         lambda: ana.delete(secret.id, purge=True),
@@ -258,6 +264,9 @@ def test_one_tenant_never_reaches_another_through_any_endpoint(
         for call in (
             lambda c=cube, i=item: ana.get(i.id, cube_id=c),
             lambda c=cube, i=item: ana.history(i.id, cube_id=c),
+            lambda c=cube, i=item: ana.versions(i.id, cube_id=c),
+            lambda c=cube: ana.failed_jobs(cube_id=c),
+            lambda c=cube: ana.wait(cube_id=c, timeout=1),
             lambda c=cube, i=item: ana.update(i.id, cube_id=c, text="hacked"),
             lambda c=cube, i=item: ana.delete(i.id, cube_id=c),
             lambda c=cube, i=item: ana.delete(i.id, cube_id=c, purge=True),

@@ -246,6 +246,34 @@ def history(item_id: str, user: User, mem: Mem, cube_id: CubeQ = None) -> list[H
     return mem.history(item_id, user_id=user, cube_id=cube_id)
 
 
+@router.get("/memories/{item_id}/versions", tags=["memories"])
+def versions(item_id: str, user: User, mem: Mem, cube_id: CubeQ = None) -> list[MemoryItem]:
+    """The chain this memory belongs to, oldest first: what it superseded and what
+    superseded it (an item's own edits are in its history)."""
+    return mem.versions(item_id, user_id=user, cube_id=cube_id)
+
+
+# ------------------------------------------------------------------ jobs
+
+
+@router.get("/jobs/failed", tags=["jobs"])
+def failed_jobs(user: User, mem: Mem, cube_id: CubeQ = None) -> list[dict[str, Any]]:
+    """Background jobs (extraction after an add) of a cube that failed, with their errors;
+    the raw turns they worked on are kept."""
+    return mem.failed_jobs(user_id=user, cube_id=cube_id)
+
+
+@router.post("/jobs/wait", tags=["jobs"])
+def wait_jobs(
+    user: User,
+    mem: Mem,
+    cube_id: CubeQ = None,
+    timeout: Annotated[float, Query(ge=0, le=60, description="seconds")] = 10.0,
+) -> dict[str, bool]:
+    """Wait until a cube's background jobs are done: ``done`` is false if ``timeout`` passed."""
+    return {"done": mem.wait(user_id=user, cube_id=cube_id, timeout=timeout)}
+
+
 # ------------------------------------------------------------------ chat
 
 
