@@ -43,12 +43,21 @@ CubeOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _memory(home: Path | None, config: Path | None) -> Any:
+def _memory(home: Path | None, config: Path | None, *, long_lived: bool = False) -> Any:
+    from mnemic.config import load_settings
     from mnemic.sdk import Memory
 
     # a command is a short-lived process: add's background jobs are journaled and run by
-    # the next command that needs them (search, add --wait), never cut off at exit
-    return Memory(home=home, config_file=config, background=False)
+    # the next command that needs them (search, add --wait), never cut off at exit; and a
+    # working memory would die with it, so the scheduler does not preload (mnemic serve and
+    # mnemic mcp keep theirs)
+    overrides: dict[str, Any] = {"home": home} if home is not None else {}
+    settings = load_settings(config, **overrides)
+    if not long_lived:
+        settings = settings.model_copy(
+            update={"scheduler": settings.scheduler.model_copy(update={"enabled": False})}
+        )
+    return Memory(settings, background=False)
 
 
 def _dump(value: Any) -> None:
@@ -353,7 +362,7 @@ def mcp(
 
     if transport not in ("stdio", "http"):
         raise MnemicError(f"--transport must be stdio or http, not {transport!r}")
-    with _memory(home, config) as mem:
+    with _memory(home, config, long_lived=True) as mem:
         who = user or mem.settings.server.mcp_user
         if transport == "http":
             err.print(f"mnemic MCP for user {who!r} on http://{host}:{port}/mcp")
