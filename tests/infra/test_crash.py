@@ -114,11 +114,13 @@ def test_sigkill_never_loses_an_acknowledged_write(
         assert child.stdout is not None
         ready = child.stdout.readline()
         assert ready == "ready\n", child.stderr.read() if child.stderr else "child died"
-        # kill it at a random moment of its write loop
+        # once it has acknowledged a first write, kill it at a random moment of its loop
+        first = child.stdout.readline()
+        assert first, child.stderr.read() if child.stderr else "child died"
         time.sleep(rng.uniform(0.0, 0.08))
         child.send_signal(signal.SIGKILL)
         out, _ = child.communicate(timeout=30)
-        for line in out.splitlines():
+        for line in [first, *out.splitlines()]:
             kind, *rest = line.split()
             acks += 1
             if kind == "A":

@@ -242,9 +242,9 @@ class VectorIndex:
     def search(self, query: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest keys to ``query`` and their cosine similarities, best first.
 
-        Returns (int64 keys, float32 similarities), both of length min(k, len(self)) (an
-        HNSW search may return fewer in rare cases). Exact while len(self) <=
-        ``exact_threshold``.
+        Returns (int64 keys, float32 similarities), both of length min(k, len(self)). Exact
+        while len(self) <= ``exact_threshold``, when k asks for half the index or more, and
+        when the graph could not reach k nodes (then the search is redone as a scan).
         """
         q = np.asarray(query, dtype=np.float32)
         if q.shape != (self.dim,):
@@ -263,8 +263,14 @@ class VectorIndex:
             size = len(self._index)
             if size == 0:
                 return empty
-            exact = size <= self.exact_threshold
-            matches = self._index.search(q, min(k, size), exact=exact, threads=1)
+            want = min(k, size)
+            # asking for (nearly) everything: a scan is exact and no slower than the graph
+            exact = size <= self.exact_threshold or want >= size // 2
+            matches = self._index.search(q, want, exact=exact, threads=1)
+            if not exact and len(matches.keys) < want:
+                # the graph could not reach enough nodes (possible after many removals):
+                # the caller asked for k and k exist, so scan
+                matches = self._index.search(q, want, exact=True, threads=1)
             keys = _from_native_keys(matches.keys)
             sims = (1.0 - np.asarray(matches.distances, dtype=np.float32)).astype(np.float32)
         order = np.argsort(-sims, kind="stable")
