@@ -60,3 +60,34 @@ def test_context_groups_by_day_oldest_first() -> None:
     late.item.valid_from = datetime(2023, 6, 1, tzinfo=UTC)
     text = context_text([late, _hit("first"), _hit("second")])
     assert text == "[8 May 2023]\nAna: first\nAna: second\n[1 June 2023]\nAna: later"
+
+
+def _turn_and_fact() -> tuple[SearchHit, SearchHit]:
+    from mnemic.models import Source
+
+    turn = _hit("I moved to Porto last spring and love the river.")
+    turn.item.source = Source(message_ids=["D1:3"])
+    fact = _hit("Ana lives in Porto.")
+    fact.item.source = Source(message_ids=["D1:3"], item_ids=[turn.item.id])
+    return turn, fact
+
+
+def test_pack_never_says_a_turn_twice() -> None:
+    turn, fact = _turn_and_fact()
+    other = _hit("My sister visits in June.")
+    # the fact extracted from a packed turn adds nothing: skipped, its budget left for others
+    assert [h.item.text for h in pack([turn, fact, other], 1000)] == [
+        turn.item.text,
+        other.item.text,
+    ]
+    # a turn joining after its fact takes the fact's place (it says all the fact says)
+    assert [h.item.text for h in pack([fact, other, turn], 1000)] == [
+        other.item.text,
+        turn.item.text,
+    ]
+    # the fact's tokens are given back: a budget that fits the fact, the other line and the
+    # turn only without the fact still packs the turn
+    budget = count_tokens(context_text([other, turn])) + 3
+    packed = pack([fact, other, turn], budget)
+    assert [h.item.text for h in packed] == [other.item.text, turn.item.text]
+    assert count_tokens(context_text(packed)) <= budget
