@@ -171,3 +171,43 @@ def test_a_cube_refuses_an_embedder_it_was_not_made_with(tmp_path, embedder) -> 
         with pytest.raises(ConfigError, match="migrate"):
             mem.add("more", user_id="ana")
         assert mem.get_all(user_id="ana")[0].text == "the boat is called Wanda"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[retrieval]\ncandidates = \"many\"\n",  # wrong type
+        b"[retrieval]\ncandidates = -3\n",  # out of range
+        b"[store]\nbackend = \"oracle\"\n",  # unknown backend
+        b"[nonsense]\nx = 1\n",  # unknown section
+        b"[embedder]\nmodel = \"\xff\xfe\"\n",  # invalid UTF-8
+        b"\x00\x01\x02",  # binary junk
+        b"",  # empty file: defaults
+    ],
+)
+def test_bad_config_files_get_a_config_error_that_names_the_file(tmp_path, content) -> None:
+    from mnemic import ConfigError
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_bytes(content)
+    if not content:
+        assert load_settings(cfg).retrieval.candidates == 50
+        return
+    with pytest.raises(ConfigError, match=str(cfg)):
+        load_settings(cfg)
+
+
+def test_bad_environment_values_get_a_config_error(monkeypatch) -> None:
+    from mnemic import ConfigError
+
+    monkeypatch.setenv("MNEMIC_RETRIEVAL__CANDIDATES", "lots")
+    with pytest.raises(ConfigError, match="candidates"):
+        load_settings()
+
+
+def test_a_batch_over_the_limit_is_refused_whole(memory: Memory) -> None:
+    from mnemic.operation.reader.messages import MAX_BATCH
+
+    with pytest.raises(InvalidInput, match="batches"):
+        memory.add(["x"] * (MAX_BATCH + 1), user_id="ana")
+    assert memory.cubes(user_id="ana") == []

@@ -102,3 +102,30 @@ def test_chat_without_llm_answers_from_memory_and_remembers_the_question(tmp_pat
     assert reply["llm"] is None and [t["text"] for t in reply["turns"]] == ["and my dog?"]
     shown = mnemic(home, "list", "--user", "ana")
     assert "what is my cat called?" in shown.stdout
+
+
+def test_bad_input_on_the_command_line_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    bad_utf8 = tmp_path / "chat.json"
+    bad_utf8.write_bytes(b'[{"role": "ana", "content": "caf\xe9"}]')
+    not_json = tmp_path / "notes.json"
+    not_json.write_text("this is not JSON")
+    wrong_shape = tmp_path / "shape.json"
+    wrong_shape.write_text('{"role": "ana"}')
+    for args in (
+        ("add", "--messages", str(bad_utf8), "--user", "ana"),
+        ("add", "--messages", str(not_json), "--user", "ana"),
+        ("add", "--messages", str(wrong_shape), "--user", "ana"),
+        ("add", "--messages", str(tmp_path / "missing.json"), "--user", "ana"),
+        ("add", "", "--user", "ana"),  # empty text
+        ("add", "hello", "--user", "a\tb"),
+        ("add", "hello", "--user", "ana", "--timestamp", "not a time"),
+        ("search", "q", "--user", "ana", "-k", "0"),
+        ("search", "q", "--user", "ana", "--budget", "-1"),
+    ):
+        out = mnemic(home, *args)
+        assert out.returncode != 0, args
+        assert "Traceback" not in out.stderr, (args, out.stderr)
+        assert len(out.stderr.strip()) > 10, args  # says what is wrong
+    listed = mnemic(home, "list", "--user", "ana", "--json")
+    assert listed.returncode != 0 or json.loads(listed.stdout) == []  # nothing was stored

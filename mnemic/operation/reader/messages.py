@@ -69,12 +69,20 @@ def check_text(text: Any, max_chars: int, what: str = "text") -> str:
     return text
 
 
+MAX_BATCH = 10_000  # messages in one add: one transaction, one job
+
+
 def normalize_messages(messages: MessagesInput, max_chars: int) -> list[Message]:
     """Accept ``"text"``, ``["text", ...]``, ``{"role": ..., "content": ...}`` or a list."""
     if isinstance(messages, str | Mapping):
         messages = [messages]
     if not isinstance(messages, Sequence) or not messages:
         raise InvalidInput("messages must be a text, a message dict, or a non-empty list of them")
+    if len(messages) > MAX_BATCH:
+        raise InvalidInput(
+            f"{len(messages)} messages in one add, over the limit of {MAX_BATCH}; add them in "
+            "batches (one per session is natural)"
+        )
     out: list[Message] = []
     for n, message in enumerate(messages):
         where = f"message {n}"
