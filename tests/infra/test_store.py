@@ -333,3 +333,17 @@ def test_times_before_year_1000_round_trip(store) -> None:
     assert [i.id for i in listed] == [old.id, new.id]  # string order is still time order
     before = ItemFilter(valid_before=datetime(1000, 1, 1, tzinfo=UTC))
     assert [i.id for i in store.list_items("ana", "ana/default", before)] == [old.id]
+
+
+@pytest.mark.parametrize(
+    "dsn", ["postgresql://mnemic@db/mnemic", "user=postgres dbname=mnemic host=/tmp/pg"]
+)
+def test_sqlite_refuses_a_postgres_dsn_and_creates_no_file(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnemic.infra.store.sqlite import SQLiteStore
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInput, match="store.backend = 'postgres'"):
+        SQLiteStore(dsn, dim=8)
+    assert list(tmp_path.iterdir()) == []

@@ -219,6 +219,12 @@ class SQLiteStore:
     """The embedded :class:`~mnemic.infra.store.base.Store`: ``SQLiteStore(path, dim=384)``."""
 
     def __init__(self, path: str | Path, *, dim: int | None = None) -> None:
+        text = str(path)
+        if text.startswith(("postgresql://", "postgres://")) or "dbname=" in text:
+            raise InvalidInput(
+                f"{text!r} is a PostgreSQL connection string, not a SQLite file: set "
+                "store.backend = 'postgres' and store.dsn to it (or pass it to PostgresStore)"
+            )
         self.path = Path(path)
         self.dim = dim
         try:
