@@ -344,6 +344,6 @@ def test_sqlite_refuses_a_postgres_dsn_and_creates_no_file(
     from mnemic.infra.store.sqlite import SQLiteStore
 
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(InvalidInput, match="store.backend = 'postgres'"):
+    with pytest.raises(InvalidInput, match="is a PostgreSQL connection string"):
         SQLiteStore(dsn, dim=8)
     assert list(tmp_path.iterdir()) == []
