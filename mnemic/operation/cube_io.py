@@ -1,12 +1,13 @@
 """A MemCube as files: dump its three kinds of memory to a folder or one tar archive, load it back.
 
 The folder holds ``cube.json`` (the cube's manifest, the format and schema versions, and the
-sha256 of every other file), ``plaintext/items.jsonl``, ``plaintext/history.jsonl`` and
-``plaintext/vectors.jsonl`` (every item in any status, every history row numbered 1, 2, ...
-in the store's order, and each item's stored vector as base64 float32; format 1 had no
-vectors), ``activation/`` (KV cache files) and ``parametric/`` (adapter folders). Files are
-written in a fixed order with sorted JSON, and the archive with fixed owners, modes and
-times, so dumping what was loaded gives the same bytes.
+sha256 of every other file), ``plaintext/items.jsonl`` (every item in any status, in the
+store's order), ``plaintext/history.jsonl`` (every history row, numbered 1, 2, ... in the
+store's order), ``plaintext/vectors.jsonl`` (each item's stored vector by item id, base64
+float32; format 1 had no vectors and sorted items by id), ``activation/`` (KV cache files)
+and ``parametric/`` (adapter folders). Files are written in a fixed order with sorted JSON,
+and the archive with fixed owners, modes and times, so dumping what was loaded gives the
+same bytes.
 
 Writing is atomic: a folder is filled under a temporary name beside ``dest`` and renamed
 into place, an archive is written to a temporary file, synced, and linked to its name (which
@@ -56,7 +57,8 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
 
 
 def export_plaintext(store: Store, user_id: str, cube_id: str) -> dict[str, bytes]:
-    """Every item (any status, by id), every history row (in the store's order, numbered
+    """Every item (any status, in the store's order: valid time, then insertion, which a
+    load keeps), every history row (in the store's order, numbered
     from 1 so that another store's numbering does not show) and every stored vector (by
     item id) of one cube, as JSONL."""
     items, offset = [], 0
@@ -68,7 +70,6 @@ def export_plaintext(store: Store, user_id: str, cube_id: str) -> dict[str, byte
         offset += len(page)
         if len(page) < _PAGE:
             break
-    items.sort(key=lambda i: i.id)
     history = [h for item in items for h in store.history(user_id, cube_id, item.id)]
     history.sort(key=lambda h: h.id)
     vectors: dict[str, Any] = {}
@@ -141,7 +142,7 @@ def read_plaintext(
     return items, vectors, history
 
 
-def _files_under(root: Path) -> list[Path]:
+def files_under(root: Path) -> list[Path]:
     out = []
     for path in sorted(root.rglob("*")):
         if path.is_symlink():
@@ -192,13 +193,13 @@ def _write_folder(
         (dest / rel).write_bytes(data)
     for kind, src in sorted(kinds.items()):
         if src is not None and src.is_dir():
-            for path in _files_under(src):
+            for path in files_under(src):
                 target = dest / kind / path.relative_to(src)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
     files = {
         p.relative_to(dest).as_posix(): sha256_file(p)
-        for p in _files_under(dest)
+        for p in files_under(dest)
         if p.name != MANIFEST or p.parent != dest
     }
     document = {
@@ -221,10 +222,10 @@ def _sync_dir(path: Path) -> None:
 
 def _sync_tree(root: Path) -> None:
     """fsync every file and folder below ``root``: renamed into place, it survives power loss."""
-    for path in _files_under(root):
+    for path in files_under(root):
         with path.open("rb") as f:
             os.fsync(f.fileno())
-    for folder in sorted({p.parent for p in _files_under(root)} | {root}, reverse=True):
+    for folder in sorted({p.parent for p in files_under(root)} | {root}, reverse=True):
         _sync_dir(folder)
 
 
@@ -240,7 +241,7 @@ def pack(folder: Path, archive: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as raw:
             with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for path in _files_under(folder):
+                for path in files_under(folder):
                     data = path.read_bytes()
                     info = tarfile.TarInfo(path.relative_to(folder).as_posix())
                     info.size, info.mode, info.mtime = len(data), 0o644, 0
@@ -285,7 +286,7 @@ def open_cube(src: Path, staging: Path, **expect: Any) -> dict[str, Any]:
     if src.is_dir():
         if staging.exists() and any(staging.iterdir()):
             raise InvalidInput(f"{staging} exists and is not empty")
-        for path in _files_under(src):
+        for path in files_under(src):
             rel = path.relative_to(src)
             _safe_member(rel.as_posix())
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -366,7 +367,7 @@ def verify(
             f"the target uses {embedder} ({embedding_dim}-d); migrate it (re-embed) instead"
         )
     listed: dict[str, str] = document.get("files", {})
-    present = {p.relative_to(folder).as_posix(): p for p in _files_under(folder)}
+    present = {p.relative_to(folder).as_posix(): p for p in files_under(folder)}
     present.pop(MANIFEST, None)
     extra = sorted(set(present) - set(listed))
     if extra:
