@@ -203,6 +203,8 @@ class ServerConfig(BaseModel):
     # first start, printed once, and only its hash is kept (<home>/keys.db)
     admin_key: str | None = None
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # an uploaded cube archive (POST /v1/cubes/archive): KV caches and adapters are large
+    max_archive_bytes: int = Field(default=1 << 30, ge=1024)
     # per API key: a bucket of rate_burst requests refilled at rate_limit per second
     rate_limit: float = Field(default=50.0, gt=0)
     rate_burst: int = Field(default=100, ge=1)
