@@ -185,6 +185,11 @@ _TIME_COLUMNS = tuple(
     if field.annotation in (datetime, datetime | None)
 )
 _SELECT = "SELECT " + ", ".join(f"i.{c}" for c in ITEM_COLUMNS)
+_INSERT_ITEM = (  # an item_params() row with its "embedding" (vector literal or None)
+    f"INSERT INTO items({', '.join((*ITEM_COLUMNS, 'scope', 'embedding'))}) VALUES ("
+    + ", ".join(f"%({c})s" for c in (*ITEM_COLUMNS, "scope"))
+    + ", %(embedding)s::vector)"
+)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _LEXEME = re.compile(r"[^\W_]+", re.UNICODE)  # no tsquery operator or quote can match
@@ -625,17 +630,11 @@ class PostgresStore:
             history.append(
                 (item.user_id, item.cube_id, item.id, "add", actor, now, reason, _public(item))
             )
-        columns = (*ITEM_COLUMNS, "scope", "embedding")
-        insert = (
-            f"INSERT INTO items({', '.join(columns)}) VALUES ("
-            + ", ".join(f"%({c})s::vector" if c == "embedding" else f"%({c})s" for c in columns)
-            + ")"
-        )
 
         def work(db: psycopg.Connection[Any]) -> None:
             self._bump_scopes(db, deltas)
             with db.cursor() as cur:
-                cur.executemany(insert, rows)
+                cur.executemany(_INSERT_ITEM, rows)
                 cur.executemany(
                     "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, reason, "
                     "after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -1270,12 +1269,6 @@ class PostgresStore:
             )
             for h in history
         ]
-        columns = (*ITEM_COLUMNS, "scope", "embedding")
-        insert = (
-            f"INSERT INTO items({', '.join(columns)}) VALUES ("
-            + ", ".join(f"%({c})s::vector" if c == "embedding" else f"%({c})s" for c in columns)
-            + ")"
-        )
 
         def work(db: psycopg.Connection[Any]) -> None:
             if cube is not None:
@@ -1301,7 +1294,7 @@ class PostgresStore:
             self._bump_scopes(db, deltas)
             with db.cursor() as cur:
                 if rows:
-                    cur.executemany(insert, rows)
+                    cur.executemany(_INSERT_ITEM, rows)
                 if history_rows:
                     cur.executemany(
                         "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, "

@@ -140,6 +140,10 @@ _TIME_COLUMNS = {  # stored as fixed-width UTC text, see ts()
     if field.annotation in (datetime, datetime | None)
 }
 _SELECT = "SELECT i.rowid AS rowid_, " + ", ".join(f"i.{c}" for c in _ITEM_COLUMNS)
+_INSERT_ITEM = (
+    f"INSERT INTO items({', '.join(_ITEM_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _ITEM_COLUMNS)})"
+)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -410,13 +414,11 @@ class SQLiteStore:
             return
         vectors = self._check_vectors(vectors, len(items))
         now = ts(utcnow())
-        placeholders = ", ".join("?" for _ in _ITEM_COLUMNS)
-        insert = f"INSERT INTO items({', '.join(_ITEM_COLUMNS)}) VALUES ({placeholders})"
         with self._tx() as db:
             for n, item in enumerate(items):
                 row = item_to_row(item)
                 try:
-                    cur = db.execute(insert, [row[c] for c in _ITEM_COLUMNS])
+                    cur = db.execute(_INSERT_ITEM, [row[c] for c in _ITEM_COLUMNS])
                 except sqlite3.IntegrityError as exc:
                     raise Conflict(f"an item with id {item.id} already exists") from exc
                 rowid = cur.lastrowid
@@ -950,10 +952,6 @@ class SQLiteStore:
         present = [v for v in vectors or () if v is not None]
         if present:
             self._check_vectors(np.stack(present), len(present))
-        insert = (
-            f"INSERT INTO items({', '.join(_ITEM_COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in _ITEM_COLUMNS)})"
-        )
         with self._tx() as db:
             if cube is not None:
                 try:
@@ -968,7 +966,7 @@ class SQLiteStore:
             for n, item in enumerate(items):
                 row = item_to_row(item)
                 try:
-                    rowid = db.execute(insert, [row[c] for c in _ITEM_COLUMNS]).lastrowid
+                    rowid = db.execute(_INSERT_ITEM, [row[c] for c in _ITEM_COLUMNS]).lastrowid
                 except sqlite3.IntegrityError as exc:
                     raise Conflict(
                         f"an item with id {item.id} already exists in this store (was this "
