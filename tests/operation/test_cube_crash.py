@@ -230,9 +230,12 @@ def test_sigkill_during_load_leaves_each_cube_whole_or_absent(
     archives: list,
 ) -> None:
     rng = random.Random(5)
+    phases: dict[str, int] = {}
     for run in range(RUNS):
         with _store_env(request, backend, tmp_path / f"home{run}") as env:
-            killed_load(env, embedder, archives, rng)
+            phase = killed_load(env, embedder, archives, rng)
+            phases[phase] = phases.get(phase, 0) + 1
+    print(f"{backend}: {RUNS} loads killed, where: {phases}")  # shown with pytest -s
 
 
 def killed_load(env: dict[str, str], embedder: object, archives: list, rng: random.Random) -> str:
