@@ -374,6 +374,10 @@ def verify(
         raise InvalidInput(f"{folder} holds files its manifest does not list: {extra[:5]}")
     for rel, digest in listed.items():
         _safe_member(rel)
+        if rel.split("/")[0] not in ("plaintext", *KINDS) or rel.count("/") == 0:
+            raise InvalidInput(
+                f"{folder} lists {rel!r}; a cube holds files under plaintext/ and {KINDS} only"
+            )
         if rel not in present:
             raise InvalidInput(f"{folder} lacks {rel}, which its manifest lists")
         if sha256_file(present[rel]) != digest:

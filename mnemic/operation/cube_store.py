@@ -88,8 +88,8 @@ def recover(store: Store, home: Path) -> list[str]:
 def _place(files: Path, final: Path) -> None:
     if not files.is_dir():  # moved already, by the load itself
         return
-    if final.exists():  # a folder of a cube that was not in the store: nothing uses it
-        shutil.rmtree(final)
+    if final.exists():  # a folder of a cube this store does not hold (another store's?)
+        os.rename(final, final.with_name(f"{final.name}.orphan-{uuid.uuid4().hex[:8]}"))
     final.parent.mkdir(parents=True, exist_ok=True)
     os.rename(files, final)
 
@@ -152,7 +152,6 @@ def load(
             raise
         _place(work / "files", cube_folder(home, manifest.cube_id))
         shutil.rmtree(work, ignore_errors=True)
-    report["folder"] = str(cube_folder(home, manifest.cube_id))
     return report
 
 

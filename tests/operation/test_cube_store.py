@@ -259,6 +259,12 @@ def test_a_hostile_archive_is_refused_and_nothing_is_written(
         elsewhere.load_cube(_tar(tmp_path / "v.tar", forged), user_id="ana")
     _nothing_loaded(elsewhere, "ana/default")
 
+    # a file outside the three kinds, listed with its hash
+    stray = _rehash({**good, "elsewhere/run.sh": b"#!/bin/sh\n"})
+    with pytest.raises(InvalidInput, match="files under plaintext/"):
+        elsewhere.load_cube(_tar(tmp_path / "s.tar", stray), user_id="ana")
+    _nothing_loaded(elsewhere, "ana/default")
+
     # the untouched archive still loads
     assert elsewhere.load_cube(tmp_path / "a", user_id="ana")["items"] == len(
         good[cube_io.ITEMS].splitlines()
