@@ -15,9 +15,12 @@ SDK and must name that user.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -310,6 +313,32 @@ def _unreachable(url: str, exc: Exception) -> BackendUnavailable:
     )
 
 
+# MemCube archives travel as bytes, not JSON: downloaded into a hidden file beside the
+# destination and linked to its name once complete, uploaded from the file as it is
+
+ARCHIVE = "/v1/cubes/archive"
+
+
+def _part_file(dest: str | Path) -> tuple[Path, Path]:
+    target = Path(dest)
+    if target.exists():
+        raise InvalidInput(f"{target} exists; give a new file name for the archive")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target, target.with_name(f".{target.name}.part-{uuid.uuid4().hex[:8]}")
+
+
+def _finish_download(part: Path, target: Path) -> Path:
+    try:
+        os.link(part, target)  # never replaces a file that appeared meanwhile
+    except FileExistsError:
+        raise InvalidInput(f"{target} exists; give a new file name for the archive") from None
+    return target
+
+
+def _archive_params(cube_id: str | None, reembed: bool | None = None) -> dict[str, Any]:
+    return _params(cube_id=cube_id, reembed=None if reembed is None else str(reembed).lower())
+
+
 class Client:
     """The REST API through the SDK's methods, over a blocking httpx client."""
 
@@ -514,6 +543,51 @@ class Client:
             query, session_id=session_id, cube_id=cube_id, token_budget=token_budget, now=now
         )
         return self._run(call)  # type: ignore[no-any-return]
+
+    # MemCube archives
+    def dump_cube(
+        self, dest: str | Path, *, user_id: str | None = None, cube_id: str | None = None
+    ) -> Path:
+        """Download one of your cubes as a tar archive into the new file ``dest``."""
+        self._user(user_id)
+        target, part = _part_file(dest)
+        try:
+            with self._http.stream("GET", ARCHIVE, params=_archive_params(cube_id)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                with part.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+            return _finish_download(part, target)
+        except httpx.TransportError as exc:
+            raise _unreachable(self._r.url, exc) from exc
+        finally:
+            part.unlink(missing_ok=True)
+
+    def load_cube(
+        self,
+        src: str | Path,
+        *,
+        user_id: str | None = None,
+        cube_id: str | None = None,
+        reembed: bool = False,
+    ) -> dict[str, Any]:
+        """Upload a cube archive as one of your cubes (see :meth:`mnemic.Memory.load_cube`)."""
+        self._user(user_id)
+        with Path(src).open("rb") as archive:
+            try:
+                response = self._http.post(
+                    ARCHIVE,
+                    params=_archive_params(cube_id, reembed),
+                    content=archive,
+                    headers={"content-type": "application/x-tar"},
+                )
+            except httpx.TransportError as exc:
+                raise _unreachable(self._r.url, exc) from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        return response.json()  # type: ignore[no-any-return]
 
     # admin (with the admin key)
     def create_user(self, user_id: str) -> str:
@@ -726,6 +800,59 @@ class AsyncClient:
             query, session_id=session_id, cube_id=cube_id, token_budget=token_budget, now=now
         )
         return await self._run(call)  # type: ignore[no-any-return]
+
+    async def dump_cube(
+        self, dest: str | Path, *, user_id: str | None = None, cube_id: str | None = None
+    ) -> Path:
+        await self._user(user_id)
+        target, part = _part_file(dest)
+        try:
+            async with self._http.stream(
+                "GET", ARCHIVE, params=_archive_params(cube_id)
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error(response)
+                with part.open("wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        out.write(chunk)
+            return _finish_download(part, target)
+        except httpx.TransportError as exc:
+            raise _unreachable(self._r.url, exc) from exc
+        finally:
+            part.unlink(missing_ok=True)
+
+    async def load_cube(
+        self,
+        src: str | Path,
+        *,
+        user_id: str | None = None,
+        cube_id: str | None = None,
+        reembed: bool = False,
+    ) -> dict[str, Any]:
+        await self._user(user_id)
+        path = Path(src)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with path.open("rb") as archive:
+                while block := archive.read(1 << 20):
+                    yield block
+
+        try:
+            response = await self._http.post(
+                ARCHIVE,
+                params=_archive_params(cube_id, reembed),
+                content=chunks(),
+                headers={
+                    "content-type": "application/x-tar",
+                    "content-length": str(path.stat().st_size),
+                },
+            )
+        except httpx.TransportError as exc:
+            raise _unreachable(self._r.url, exc) from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        return response.json()  # type: ignore[no-any-return]
 
     async def create_user(self, user_id: str) -> str:
         return str(await self._run(self._r.create_user(user_id)))

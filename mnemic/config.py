@@ -182,6 +182,17 @@ class SchedulerConfig(BaseModel):
     rrf_k: int = Field(default=10, ge=1)
 
 
+class CubeConfig(BaseModel):
+    """MemCube files and composition (operation/cube_store.py, cube_compose.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # compose: an item of the cube merged in is a duplicate of an active item of the target
+    # with the same normalised text, speaker and valid time, or a vector this similar
+    # (cosine) from the same speaker; the lifecycle's skip threshold
+    duplicate_similarity: float = Field(default=0.95, gt=0, le=1)
+
+
 class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -192,6 +203,8 @@ class ServerConfig(BaseModel):
     # first start, printed once, and only its hash is kept (<home>/keys.db)
     admin_key: str | None = None
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # an uploaded cube archive (POST /v1/cubes/archive): KV caches and adapters are large
+    max_archive_bytes: int = Field(default=1 << 30, ge=1024)
     # per API key: a bucket of rate_burst requests refilled at rate_limit per second
     rate_limit: float = Field(default=50.0, gt=0)
     rate_burst: int = Field(default=100, ge=1)
@@ -215,6 +228,7 @@ class Settings(BaseSettings):
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    cube: CubeConfig = Field(default_factory=CubeConfig)
     max_text_chars: int = Field(default=100_000, ge=1)
 
     @classmethod

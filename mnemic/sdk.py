@@ -608,9 +608,7 @@ class Memory:
         assert manifest is not None
         return manifest
 
-    def share(
-        self, cube_id: str, *, user_id: str, with_user: str, access: str = "read"
-    ) -> Grant:
+    def share(self, cube_id: str, *, user_id: str, with_user: str, access: str = "read") -> Grant:
         """Let ``with_user`` read (or, with ``access="write"``, also change) ``user_id``'s cube."""
         _check_id(with_user, "with_user")
         self._own(user_id, cube_id)
@@ -638,6 +636,87 @@ class Memory:
         owner, cube = self._access(user_id, cube_id)
         if owner != user_id:
             raise AccessDenied(f"only the owner of cube {cube!r} may change who it is shared with")
+
+    # ------------------------------------------------------------------ MemCube files
+
+    def cube_folder(self, cube_id: str | None = None, *, user_id: str) -> Path:
+        """The folder of a cube's activation memory (``activation/``: KV caches, see
+        :class:`~mnemic.infra.activation.ActivationStore`) and parametric memory
+        (``parametric/``: adapter folders), in ``<home>/cubes/``; created on first use."""
+        from mnemic.operation import cube_store
+
+        _, cube = self._access(user_id, cube_id)
+        return cube_store.folder_of(self.store, self.settings.home, cube)
+
+    def dump_cube(
+        self, dest: str | Path, *, user_id: str, cube_id: str | None = None
+    ) -> dict[str, Any]:
+        """Write one of your cubes — every item with its vector and history, its KV caches
+        and adapters — to the new folder ``dest``, or to one archive if ``dest`` ends in
+        ``.tar`` (written atomically, byte-reproducible). Returns the manifest written."""
+        from mnemic.operation import cube_store, wiring
+
+        owner, cube = self._access(user_id, cube_id)
+        if owner != user_id:
+            raise AccessDenied(f"only the owner of cube {cube!r} may dump it")
+        self.jobs.wait_scope(wiring.job_scope(owner, cube), self.settings.reader.search_wait_s)
+        return cube_store.dump(self.store, self.settings.home, owner, cube, Path(dest))
+
+    def load_cube(
+        self,
+        src: str | Path,
+        *,
+        user_id: str,
+        cube_id: str | None = None,
+        reembed: bool = False,
+    ) -> dict[str, Any]:
+        """Load a dumped cube (folder or ``.tar``) as ``user_id``'s cube ``cube_id`` (default:
+        the cube's own id, which must be free here), all or nothing, after verifying every
+        hash. A cube embedded by another embedder is refused unless ``reembed``, which
+        re-embeds every item with the configured one (a migration; the result says so)."""
+        from mnemic.operation import cube_store
+
+        _check_id(user_id, "user_id")
+        if cube_id is not None:
+            _check_id(cube_id, "cube_id")
+        return cube_store.load(
+            self.store,
+            self.settings.home,
+            Path(src),
+            owner=user_id,
+            cube_id=cube_id,
+            embedder=self.embedder,
+            reembed=reembed,
+        )
+
+    def compose_cubes(
+        self, source_cube: str, *, user_id: str, into_cube: str | None = None
+    ) -> dict[str, Any]:
+        """Merge ``source_cube`` (yours or shared with you) into ``into_cube`` (default: your
+        own cube; you need write access): duplicates collapse into the target's items, which
+        record what they stand for; the rest is copied with its provenance; adapters come
+        along; KV caches of changed items are invalidated. The source is left as it is."""
+        from mnemic.operation import cube_compose, cube_store, wiring
+
+        a_owner, a_cube = self._access(user_id, into_cube, write=True, embeds=True)
+        b_owner, b_cube = self._access(user_id, source_cube)
+        if (a_owner, a_cube) == (b_owner, b_cube):
+            raise InvalidInput("a cube cannot be composed into itself; name another cube")
+        for owner, cube in ((a_owner, a_cube), (b_owner, b_cube)):
+            self.jobs.wait_scope(wiring.job_scope(owner, cube), self.settings.reader.search_wait_s)
+        home = self.settings.home
+        source = self.store.get_cube(b_cube)
+        report = cube_compose.compose(
+            self.store,
+            into=(a_owner, a_cube, cube_store.folder_of(self.store, home, a_cube)),
+            source=(b_owner, b_cube, cube_store.folder_of(self.store, home, b_cube)),
+            embedder=self.embedder,
+            source_embedder=source.embedder if source is not None else None,
+            actor=user_id,
+            threshold=self.settings.cube.duplicate_similarity,
+        )
+        self._forget(a_owner, a_cube, report["changed"])
+        return report
 
     # ------------------------------------------------------------------ chat
 

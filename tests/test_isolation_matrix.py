@@ -9,6 +9,7 @@ left them (a refused call changes nothing). The REST layer has its own matrix ov
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -40,13 +41,28 @@ PATHS: dict[str, tuple[bool, Callable[[Memory, str, str], Any]]] = {
     "delete": (True, lambda m, u, i: m.delete(i, user_id=u, cube_id=CUBE)),
     "expire": (True, lambda m, u, i: m.expire(user_id=u, cube_id=CUBE)),
     "chat": (True, lambda m, u, i: m.chat("garden?", user_id=u, cube_id=CUBE, session_id="c")),
+    # MemCube files: the cube's folder, and composing it from or into the caller's own cube
+    "cube_folder": (False, lambda m, u, i: m.cube_folder(CUBE, user_id=u)),
+    "compose from": (False, lambda m, u, i: m.compose_cubes(CUBE, user_id=u, into_cube=_own(m, u))),
+    "compose into": (True, lambda m, u, i: m.compose_cubes(_own(m, u), user_id=u, into_cube=CUBE)),
 }
 OWNER_ONLY: dict[str, Callable[[Memory, str, str], Any]] = {
     "purge": lambda m, u, i: m.delete(i, user_id=u, cube_id=CUBE, purge=True),
     "share": lambda m, u, i: m.share(CUBE, user_id=u, with_user="eve"),
     "unshare": lambda m, u, i: m.unshare(CUBE, user_id=u, with_user="eve"),
     "grants": lambda m, u, i: m.grants(CUBE, user_id=u),
+    "dump_cube": lambda m, u, i: m.dump_cube(
+        m.settings.home / f"dump-{uuid.uuid4().hex}.tar", user_id=u, cube_id=CUBE
+    ),
 }
+
+
+def _own(mem: Memory, user: str) -> str:
+    """A cube of the caller's own, with one memory in it."""
+    mem.add(f"{user}'s own note", user_id=user, cube_id=f"{user}/mine", wait=True)
+    return f"{user}/mine"
+
+
 CALLERS = {"owner": "ana", "stranger": "sam", "reader": "rita", "writer": "will"}
 
 

@@ -61,6 +61,8 @@ ROUTES = [
     ("POST", "/v1/cubes/share"),
     ("POST", "/v1/cubes/unshare"),
     ("GET", "/v1/cubes/grants"),
+    ("GET", "/v1/cubes/archive"),
+    ("POST", "/v1/cubes/archive"),
     ("POST", "/v1/memories"),
     ("GET", "/v1/memories"),
     ("POST", "/v1/memories/search"),

@@ -190,3 +190,27 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # whole cubes: dumped to files and loaded back (operation/cube_store.py), store copies
+    def get_vectors(self, user_id: str, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors (float32, exactly as written) of the scope's items among
+        ``ids``; items without a vector, and unknown ids, are absent from the answer."""
+        ...
+
+    def import_items(
+        self,
+        items: Sequence[MemoryItem],
+        vectors: Sequence[np.ndarray | None] | None,
+        history: Sequence[HistoryEntry],
+        *,
+        cube: CubeManifest | None = None,
+    ) -> None:
+        """Insert items as they are (their vectors, ``vectors[n]`` for ``items[n]``, None for
+        none) and history rows as they are (action, actor, time, before, after; the store
+        numbers them anew, in the given order), all in one transaction: on any error nothing
+        is written. No history row is added: the rows given are the items' history.
+
+        With ``cube``, that cube is created in the same transaction: :class:`Conflict` if a
+        cube of that id exists, or if any of the items' ids is already taken anywhere in the
+        store (ids are unique store-wide on every backend)."""
+        ...

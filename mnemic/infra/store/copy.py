@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mnemic.errors import InvalidInput, StoreError
-from mnemic.models import MemoryItem, utcnow
+from mnemic.models import HistoryEntry, MemoryItem, utcnow
 
 BATCH = 1000  # rows per read and per write transaction
 
@@ -274,109 +274,12 @@ def _side(store: Any) -> _SQLiteSide | _PostgresSide:
     return _PostgresSide(store) if hasattr(store, "dsn") else _SQLiteSide(store)
 
 
-# ---------------------------------------------------------------------- writers
+# ---------------------------------------------------------------------- writer
 
 
-def _write_sqlite(store: Any, batch: list[tuple[MemoryItem, np.ndarray | None]]) -> None:
-    from mnemic.infra.store.sqlite import _ITEM_COLUMNS, item_to_row, scope_key
-
-    insert = (
-        f"INSERT INTO items({', '.join(_ITEM_COLUMNS)}) "
-        f"VALUES ({', '.join('?' for _ in _ITEM_COLUMNS)})"
-    )
-    with store._tx() as db:
-        for item, vector in batch:
-            row = item_to_row(item)
-            rowid = db.execute(insert, [row[c] for c in _ITEM_COLUMNS]).lastrowid
-            scope = scope_key(item.user_id, item.cube_id)
-            store._put_fulltext(db, rowid, scope, item)
-            if vector is not None:
-                store._put_vector(db, rowid, scope, vector)
-
-
-def _write_sqlite_history(
-    store: Any, user_id: str, cube_id: str, rows: list[dict[str, Any]]
-) -> None:
-    from mnemic.infra.store.sqlite import ts
-
-    with store._tx() as db:
-        db.executemany(
-            "INSERT INTO history(item_id, user_id, cube_id, action, actor, at, reason, before,"
-            " after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    r["item_id"],
-                    user_id,
-                    cube_id,
-                    r["action"],
-                    r["actor"],
-                    ts(r["at"]),
-                    r["reason"],
-                    None if r["before"] is None else json.dumps(r["before"]),
-                    None if r["after"] is None else json.dumps(r["after"]),
-                )
-                for r in rows
-            ],
-        )
-
-
-def _write_postgres(store: Any, batch: list[tuple[MemoryItem, np.ndarray | None]]) -> None:
-    from mnemic.infra.store.postgres import ITEM_COLUMNS, item_params, vector_literal
-
-    columns = (*ITEM_COLUMNS, "scope", "embedding")
-    insert = (
-        f"INSERT INTO items({', '.join(columns)}) VALUES ("
-        + ", ".join(f"%({c})s::vector" if c == "embedding" else f"%({c})s" for c in columns)
-        + ")"
-    )
-    rows = []
-    for item, vector in batch:
-        params = item_params(item)
-        params["embedding"] = None if vector is None else vector_literal(vector)
-        rows.append(params)
-    with store._tx() as db, db.cursor() as cur:
-        cur.executemany(insert, rows)
-
-
-def _write_postgres_history(
-    store: Any, user_id: str, cube_id: str, rows: list[dict[str, Any]]
-) -> None:
-    with store._tx() as db, db.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, reason, before,"
-            " after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    user_id,
-                    cube_id,
-                    r["item_id"],
-                    r["action"],
-                    r["actor"],
-                    r["at"],
-                    r["reason"],
-                    None if r["before"] is None else json.dumps(r["before"]),
-                    None if r["after"] is None else json.dumps(r["after"]),
-                )
-                for r in rows
-            ],
-        )
-
-
-def _finish_postgres_scope(store: Any, user_id: str, cube_id: str) -> None:
-    """Recount the scope's statistics from its rows (what add_items keeps up as it goes)."""
-    with store._tx() as db:
-        db.execute(
-            "INSERT INTO scopes(user_id, cube_id, items, vectors, generation, keyed, "
-            "body_tokens, keys_tokens) "
-            "SELECT %s, %s, count(*), count(embedding), 1, count(*) FILTER (WHERE keys_len > 0),"
-            " coalesce(sum(body_len), 0), coalesce(sum(keys_len), 0) FROM items "
-            "WHERE user_id = %s AND cube_id = %s "
-            "ON CONFLICT (user_id, cube_id) DO UPDATE SET items = excluded.items, "
-            "vectors = excluded.vectors, generation = scopes.generation + 1, "
-            "keyed = excluded.keyed, body_tokens = excluded.body_tokens, "
-            "keys_tokens = excluded.keys_tokens",
-            (user_id, cube_id, user_id, cube_id),
-        )
+def _history_entries(user_id: str, cube_id: str, rows: list[dict[str, Any]]) -> list[HistoryEntry]:
+    """Rows as read by a side, as :meth:`Store.import_items` takes them (ids are renumbered)."""
+    return [HistoryEntry(id=0, user_id=user_id, cube_id=cube_id, **r) for r in rows]
 
 
 # ---------------------------------------------------------------------- the copy
@@ -432,19 +335,13 @@ def copy_store(src: Any, dst: Any, *, force: bool = False) -> CopyReport:
                     digest.update(_item_line(item, vector))
                     scope.items += 1
                     scope.vectors += vector is not None
-                if any(v is not None for _, v in batch) and dst.dim is None:
-                    dim = next(len(v) for _, v in batch if v is not None)
-                    dst._check_vectors(np.ones((1, dim), np.float32), 1)  # fixes the dimension
-                (_write_postgres if to_pg else _write_sqlite)(dst, batch)
+                dst.import_items([i for i, _ in batch], [v for _, v in batch], [])
             digest.update(b"--history--\n")
             for rows in source.history(user_id, cube_id):
                 for r in rows:
                     digest.update(_history_line(r))
                     scope.history += 1
-                writer = _write_postgres_history if to_pg else _write_sqlite_history
-                writer(dst, user_id, cube_id, rows)
-            if to_pg:
-                _finish_postgres_scope(dst, user_id, cube_id)
+                dst.import_items([], None, _history_entries(user_id, cube_id, rows))
             scope.sha256 = digest.hexdigest()
             report.scopes.append(scope)
         _copy_cubes_and_meta(source, dst, to_pg)

@@ -185,6 +185,11 @@ _TIME_COLUMNS = tuple(
     if field.annotation in (datetime, datetime | None)
 )
 _SELECT = "SELECT " + ", ".join(f"i.{c}" for c in ITEM_COLUMNS)
+_INSERT_ITEM = (  # an item_params() row with its "embedding" (vector literal or None)
+    f"INSERT INTO items({', '.join((*ITEM_COLUMNS, 'scope', 'embedding'))}) VALUES ("
+    + ", ".join(f"%({c})s" for c in (*ITEM_COLUMNS, "scope"))
+    + ", %(embedding)s::vector)"
+)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _LEXEME = re.compile(r"[^\W_]+", re.UNICODE)  # no tsquery operator or quote can match
@@ -625,17 +630,11 @@ class PostgresStore:
             history.append(
                 (item.user_id, item.cube_id, item.id, "add", actor, now, reason, _public(item))
             )
-        columns = (*ITEM_COLUMNS, "scope", "embedding")
-        insert = (
-            f"INSERT INTO items({', '.join(columns)}) VALUES ("
-            + ", ".join(f"%({c})s::vector" if c == "embedding" else f"%({c})s" for c in columns)
-            + ")"
-        )
 
         def work(db: psycopg.Connection[Any]) -> None:
             self._bump_scopes(db, deltas)
             with db.cursor() as cur:
-                cur.executemany(insert, rows)
+                cur.executemany(_INSERT_ITEM, rows)
                 cur.executemany(
                     "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, reason, "
                     "after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -653,8 +652,7 @@ class PostgresStore:
         checked = self._check_vectors(vectors, len(ids))
         assert checked is not None
         rows = [
-            (vector_literal(checked[n]), user_id, cube_id, item_id)
-            for n, item_id in enumerate(ids)
+            (vector_literal(checked[n]), user_id, cube_id, item_id) for n, item_id in enumerate(ids)
         ]
 
         def work(db: psycopg.Connection[Any]) -> int:
@@ -1219,6 +1217,95 @@ class PostgresStore:
         from mnemic.infra.store.copy import backup_to_folder
 
         return backup_to_folder(self, Path(dest))
+
+    # ------------------------------------------------------------------ whole cubes
+
+    def get_vectors(self, user_id: str, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not ids:
+            return {}
+        rows = self._read(
+            "SELECT id, embedding::text AS vec FROM items WHERE user_id = %s AND cube_id = %s "
+            "AND id = ANY(%s) AND embedding IS NOT NULL",
+            (user_id, cube_id, list(dict.fromkeys(ids))),
+        )
+        return {r["id"]: parse_vector(r["vec"]) for r in rows}
+
+    def import_items(
+        self,
+        items: Sequence[MemoryItem],
+        vectors: Sequence[np.ndarray | None] | None,
+        history: Sequence[HistoryEntry],
+        *,
+        cube: CubeManifest | None = None,
+    ) -> None:
+        if vectors is not None and len(vectors) != len(items):
+            raise InvalidInput(f"expected {len(items)} vectors (or None), got {len(vectors)}")
+        present = [v for v in vectors or () if v is not None]
+        if present:
+            self._check_vectors(np.stack(present), len(present))
+        keys = [(i.user_id, i.cube_id, i.id) for i in items]
+        if len(set(keys)) != len(keys):
+            raise Conflict("the batch holds the same item id twice")
+        deltas: dict[tuple[str, str], tuple[int, int]] = {}
+        rows = []
+        for n, item in enumerate(items):
+            vector = None if vectors is None else vectors[n]
+            count, vec_count = deltas.get((item.user_id, item.cube_id), (0, 0))
+            deltas[(item.user_id, item.cube_id)] = (count + 1, vec_count + (vector is not None))
+            params = item_params(item)
+            params["embedding"] = None if vector is None else vector_literal(np.asarray(vector))
+            rows.append(params)
+        history_rows = [
+            (
+                h.user_id,
+                h.cube_id,
+                h.item_id,
+                h.action,
+                h.actor,
+                h.at,
+                h.reason,
+                None if h.before is None else json.dumps(h.before),
+                None if h.after is None else json.dumps(h.after),
+            )
+            for h in history
+        ]
+
+        def work(db: psycopg.Connection[Any]) -> None:
+            if cube is not None:
+                created = db.execute(
+                    "INSERT INTO cubes(cube_id, owner_id, manifest) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (cube_id) DO NOTHING",
+                    (cube.cube_id, cube.owner_id, cube.model_dump_json()),
+                )
+                if created.rowcount == 0:
+                    raise Conflict(
+                        f"cube {cube.cube_id!r} exists already; load under another cube id"
+                    )
+                # ids are unique store-wide in SQLite; here the key is per scope, so look
+                # (a scan of the primary key: loading a cube is rare, and must agree)
+                taken = db.execute(
+                    "SELECT id FROM items WHERE id = ANY(%s) LIMIT 1", ([k[2] for k in keys],)
+                ).fetchone()
+                if taken is not None:
+                    raise Conflict(
+                        f"an item with id {taken['id']} already exists in this store (was "
+                        "this cube loaded here before?)"
+                    )
+            self._bump_scopes(db, deltas)
+            with db.cursor() as cur:
+                if rows:
+                    cur.executemany(_INSERT_ITEM, rows)
+                if history_rows:
+                    cur.executemany(
+                        "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, "
+                        "reason, before, after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        history_rows,
+                    )
+            for user_id, cube_id in sorted(deltas):
+                scope_ids = [k[2] for k in keys if (k[0], k[1]) == (user_id, cube_id)]
+                self._count_tokens(db, user_id, cube_id, scope_ids, +1)
+
+        self._retrying(work)
 
 
 def _where(flt: ItemFilter) -> tuple[str, list[Any]]:

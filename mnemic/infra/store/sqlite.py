@@ -140,6 +140,10 @@ _TIME_COLUMNS = {  # stored as fixed-width UTC text, see ts()
     if field.annotation in (datetime, datetime | None)
 }
 _SELECT = "SELECT i.rowid AS rowid_, " + ", ".join(f"i.{c}" for c in _ITEM_COLUMNS)
+_INSERT_ITEM = (
+    f"INSERT INTO items({', '.join(_ITEM_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _ITEM_COLUMNS)})"
+)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -416,13 +420,11 @@ class SQLiteStore:
             return
         vectors = self._check_vectors(vectors, len(items))
         now = ts(utcnow())
-        placeholders = ", ".join("?" for _ in _ITEM_COLUMNS)
-        insert = f"INSERT INTO items({', '.join(_ITEM_COLUMNS)}) VALUES ({placeholders})"
         with self._tx() as db:
             for n, item in enumerate(items):
                 row = item_to_row(item)
                 try:
-                    cur = db.execute(insert, [row[c] for c in _ITEM_COLUMNS])
+                    cur = db.execute(_INSERT_ITEM, [row[c] for c in _ITEM_COLUMNS])
                 except sqlite3.IntegrityError as exc:
                     raise Conflict(f"an item with id {item.id} already exists") from exc
                 rowid = cur.lastrowid
@@ -926,6 +928,83 @@ class SQLiteStore:
             for scope, entry in self._indexes.items():
                 if entry.unsaved:
                     self._save_snapshot(scope, entry)
+
+    # ------------------------------------------------------------------ whole cubes
+
+    def get_vectors(self, user_id: str, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._read(
+                "SELECT i.id, v.vec FROM items i JOIN vectors v ON v.item_rowid = i.rowid "
+                f"WHERE i.user_id = ? AND i.cube_id = ? AND i.id IN ({marks})",
+                (user_id, cube_id, *chunk),
+            )
+            out.update((r["id"], np.frombuffer(r["vec"], dtype=np.float32).copy()) for r in rows)
+        return out
+
+    def import_items(
+        self,
+        items: Sequence[MemoryItem],
+        vectors: Sequence[np.ndarray | None] | None,
+        history: Sequence[HistoryEntry],
+        *,
+        cube: CubeManifest | None = None,
+    ) -> None:
+        if vectors is not None and len(vectors) != len(items):
+            raise InvalidInput(f"expected {len(items)} vectors (or None), got {len(vectors)}")
+        present = [v for v in vectors or () if v is not None]
+        if present:
+            self._check_vectors(np.stack(present), len(present))
+        with self._tx() as db:
+            if cube is not None:
+                try:
+                    db.execute(
+                        "INSERT INTO cubes(cube_id, owner_id, manifest) VALUES (?, ?, ?)",
+                        (cube.cube_id, cube.owner_id, cube.model_dump_json()),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise Conflict(
+                        f"cube {cube.cube_id!r} exists already; load under another cube id"
+                    ) from exc
+            for n, item in enumerate(items):
+                row = item_to_row(item)
+                try:
+                    rowid = db.execute(_INSERT_ITEM, [row[c] for c in _ITEM_COLUMNS]).lastrowid
+                except sqlite3.IntegrityError as exc:
+                    raise Conflict(
+                        f"an item with id {item.id} already exists in this store (was this "
+                        "cube loaded here before?)"
+                    ) from exc
+                scope = scope_key(item.user_id, item.cube_id)
+                self._put_fulltext(db, rowid, scope, item)
+                vector = None if vectors is None else vectors[n]
+                if vector is not None:
+                    self._put_vector(db, rowid, scope, np.asarray(vector, dtype=np.float32))
+            db.executemany(
+                "INSERT INTO history(item_id, user_id, cube_id, action, actor, at, reason, "
+                "before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        h.item_id,
+                        h.user_id,
+                        h.cube_id,
+                        h.action,
+                        h.actor,
+                        ts(h.at),
+                        h.reason,
+                        None if h.before is None else json.dumps(h.before),
+                        None if h.after is None else json.dumps(h.after),
+                    )
+                    for h in history
+                ],
+            )
+        with self._lock:
+            for scope in {scope_key(i.user_id, i.cube_id) for i in items}:
+                if scope in self._indexes:
+                    self._sync_index(scope)
 
 
 def _public(item: MemoryItem) -> dict[str, Any]:

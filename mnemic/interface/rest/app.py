@@ -141,7 +141,11 @@ def create_app(settings: Settings | None = None, *, memory: Memory | None = None
         """The web dashboard: one static page over this API (the key stays in the tab)."""
         return HTMLResponse(DASHBOARD.read_text(encoding="utf-8"), headers=_PAGE_HEADERS)
 
-    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.server.max_body_bytes,
+        per_path={"/v1/cubes/archive": settings.server.max_archive_bytes},
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

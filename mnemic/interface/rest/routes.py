@@ -3,10 +3,17 @@ into the SDK as the caller's user; the SDK enforces ownership and grants."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import tempfile
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from mnemic.interface.rest.auth import Admin, User
 from mnemic.interface.rest.schemas import (
@@ -139,6 +146,72 @@ def grants(
         GrantOut(cube_id=g.cube_id, user_id=g.grantee, access=g.access, granted_at=g.granted_at)
         for g in mem.grants(cube_id, user_id=user)
     ]
+
+
+# ------------------------------------------------------------------ cube archives
+
+
+@router.get(
+    "/cubes/archive",
+    tags=["cubes"],
+    response_class=FileResponse,
+    responses={200: {"content": {"application/x-tar": {}}}},
+)
+def dump_cube(user: User, mem: Mem, cube_id: CubeQ = None) -> FileResponse:
+    """One of your cubes as a tar archive: its items with vectors and history, its KV caches
+    and adapters, with the sha256 of every file (``mnemic cube load`` or POST it back)."""
+    folder = Path(tempfile.mkdtemp(prefix="mnemic-cube-"))
+    try:
+        doc = mem.dump_cube(folder / "cube.tar", user_id=user, cube_id=cube_id)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", doc["cube"]["cube_id"]).strip("-.") or "cube"
+    return FileResponse(
+        folder / "cube.tar",
+        media_type="application/x-tar",
+        filename=f"{name}.tar",
+        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+    )
+
+
+@router.post(
+    "/cubes/archive",
+    status_code=201,
+    tags=["cubes"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            # the bytes of a tar archive (any content type is read as such)
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def load_cube(
+    request: Request,
+    user: User,
+    mem: Mem,
+    cube_id: Annotated[
+        str | None, Query(description="its id here (default: the archive's own)")
+    ] = None,
+    reembed: Annotated[
+        bool, Query(description="re-embed every item if the cube has another embedder")
+    ] = False,
+) -> dict[str, Any]:
+    """Load a cube archive (the body, up to ``server.max_archive_bytes``) as one of your
+    cubes, all or nothing, after checking every hash; refused if the cube id is taken."""
+    folder = Path(tempfile.mkdtemp(prefix="mnemic-upload-"))
+    try:
+        with (folder / "cube.tar").open("wb") as out:
+            async for chunk in request.stream():
+                out.write(chunk)
+        return await run_in_threadpool(
+            mem.load_cube, folder / "cube.tar", user_id=user, cube_id=cube_id, reembed=reembed
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ memories
