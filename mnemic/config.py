@@ -135,6 +135,9 @@ class ReaderConfig(BaseModel):
     backend: Literal["deterministic", "llm"] = "deterministic"
     # each raw turn is indexed with this many preceding turns of its session as context
     context_turns: int = Field(default=2, ge=0, le=10)
+    # index each turn with the day it was said and the absolute dates its time expressions
+    # mean ("yesterday: 7 May 2023"); off only to measure what it is worth
+    date_keys: bool = True
     # derive facts, preferences and events from raw turns (in the background job of add)
     extract: bool = True
     # llm: turns per extraction call (a window of the conversation)

@@ -136,7 +136,9 @@ class Memory:
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self.store: Store = store if store is not None else self._open_store()
-        self.reader = DeterministicReader(context_turns=settings.reader.context_turns)
+        self.reader = DeterministicReader(
+            context_turns=settings.reader.context_turns, date_keys=settings.reader.date_keys
+        )
         self._retriever: Retriever | None = None
         self._scheduler: Scheduler | None = None
         # called with the stored items after every durable add (benchmarks, observers)

@@ -58,3 +58,16 @@ def test_reader_keeps_provenance_and_context_keys() -> None:
         .index_text
         == "Ben: The ramen place.\non 8 May 2023 (Monday)"
     )
+
+
+def test_date_keys_can_be_left_out_and_the_item_keeps_its_time() -> None:
+    messages = normalize_messages([{"speaker": "Ana", "content": "I ran yesterday."}], 1000)
+    when = datetime(2023, 5, 8, tzinfo=UTC)
+    read = DeterministicReader(context_turns=0, date_keys=False).read(
+        messages, user_id="u", cube_id="c", session_id=None, agent_id=None, timestamp=when
+    )
+    assert read[0].index_text == "Ana: I ran yesterday." and read[0].valid_from == when
+    dated = DeterministicReader(context_turns=0).read(
+        messages, user_id="u", cube_id="c", session_id=None, agent_id=None, timestamp=when
+    )
+    assert dated[0].index_text.endswith("on 8 May 2023 (Monday); yesterday: 7 May 2023")

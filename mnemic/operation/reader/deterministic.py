@@ -15,8 +15,9 @@ from mnemic.operation.reader.messages import Message
 
 
 class DeterministicReader:
-    def __init__(self, context_turns: int = 1) -> None:
+    def __init__(self, context_turns: int = 1, *, date_keys: bool = True) -> None:
         self.context_turns = context_turns
+        self.date_keys = date_keys
 
     def read(
         self,
@@ -40,7 +41,7 @@ class DeterministicReader:
                     session_id=session_id,
                     agent_id=agent_id,
                     text=message.text,
-                    index_text=index_text(message, context, when),
+                    index_text=index_text(message, context, when if self.date_keys else None),
                     kind=MemoryKind.RAW_TURN if message.speaker else MemoryKind.FACT,
                     speaker=message.speaker,
                     valid_from=when,
