@@ -14,7 +14,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mnemic.models import CubeManifest, HistoryEntry, MemoryItem, MemoryKind, MemoryStatus
+from mnemic.models import (
+    CubeManifest,
+    Edge,
+    HistoryEntry,
+    MemoryItem,
+    MemoryKind,
+    MemoryStatus,
+    TopicNode,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,52 @@ class Scored:
     item_id: str
     score: float
     extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ItemChange:
+    """A new state of a stored item inside a :class:`TreeChange`, checked against
+    ``expected_version``; history records ``action`` and ``reason`` (before and after)."""
+
+    item: MemoryItem
+    expected_version: int
+    action: str
+    reason: str | None = None
+
+
+@dataclass
+class TreeChange:
+    """One step of organizing a scope, applied by :meth:`Store.organize` in one transaction:
+    item changes (merges), topics written or dropped, items placed under a topic or taken
+    out of the tree, edges added or dropped, and history rows for topics.
+
+    Placing an item already under another topic is a move: its history gets a ``move`` row
+    (before and after: ``{"topic_id": ...}``) with ``move_reason``."""
+
+    user_id: str
+    cube_id: str
+    items: list[ItemChange] = field(default_factory=list)
+    topics: list[TopicNode] = field(default_factory=list)  # inserted or replaced (by id)
+    drop_topics: list[str] = field(default_factory=list)
+    place: dict[str, str] = field(default_factory=dict)  # item id -> topic id
+    unplace: list[str] = field(default_factory=list)  # item ids taken out of the tree
+    add_edges: list[Edge] = field(default_factory=list)
+    drop_edges: list[tuple[str, str, str]] = field(default_factory=list)  # (src, kind, dst)
+    # history rows about topics: (topic id, action, reason, details)
+    notes: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
+    move_reason: str | None = None
+
+    def empty(self) -> bool:
+        return not (
+            self.items
+            or self.topics
+            or self.drop_topics
+            or self.place
+            or self.unplace
+            or self.add_edges
+            or self.drop_edges
+            or self.notes
+        )
 
 
 class Store(Protocol):
@@ -184,6 +238,41 @@ class Store(Protocol):
         k: int,
         flt: ItemFilter = ItemFilter(),
     ) -> list[Scored]: ...
+
+    def get_vectors(self, user_id: str, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of the scope's items among ``ids`` (items without one are left
+        out), as float32 arrays."""
+        ...
+
+    # the memory tree and the graph (store migration 3)
+    def topics(self, user_id: str, cube_id: str) -> list[TopicNode]:
+        """The scope's topic nodes with their centroids, ``size`` counting their items; by
+        creation then id."""
+        ...
+
+    def topic_members(
+        self, user_id: str, cube_id: str, topic_ids: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        """item id -> topic id for the items placed in the tree (under ``topic_ids`` only,
+        when given)."""
+        ...
+
+    def links(
+        self,
+        user_id: str,
+        cube_id: str,
+        ids: Sequence[str] | None = None,
+        kinds: Sequence[str] = (),
+    ) -> list[Edge]:
+        """The graph edges touching any of ``ids`` (as source or target; every edge of the
+        scope when None), of the given ``kinds`` (all when empty); by source, kind, target."""
+        ...
+
+    def organize(self, change: TreeChange, *, actor: str) -> None:
+        """Apply one organizing step in one transaction: a crash leaves the old state or the
+        new one, never a mix. Raises ``Conflict`` (nothing applied) when an item is no longer
+        at its expected version."""
+        ...
 
     def backup(self, dest: str | Path) -> dict[str, Any]:
         """Write an online, consistent copy of the store to ``dest``; returns its manifest."""
