@@ -172,6 +172,38 @@ class Edge(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class TreeTopic(BaseModel):
+    """A topic of a scope's tree as the SDK shows it: the node and its items (leaves)."""
+
+    id: str
+    title: str
+    summary: str
+    size: int
+    version: int
+    updated_at: datetime
+    items: list[MemoryItem] = Field(default_factory=list)
+
+
+class MemoryTree(BaseModel):
+    """A scope's memory tree: its root (user, cube), the topics under it and their items;
+    ``unplaced`` counts the active items the organizer has not placed yet."""
+
+    user_id: str
+    cube_id: str
+    topics: list[TreeTopic] = Field(default_factory=list)
+    unplaced: int = 0
+
+
+class Link(BaseModel):
+    """An edge of the graph seen from one item: its kind, the direction (``out``: the item
+    is the source), and the item at the other end."""
+
+    kind: str
+    direction: str  # out | in
+    weight: float = 1.0
+    item: MemoryItem
+
+
 class SearchHit(BaseModel):
     """An item returned by search, with its fused score and the score of each stage."""
 
