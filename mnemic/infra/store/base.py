@@ -22,6 +22,7 @@ from mnemic.models import (
     MemoryKind,
     MemoryStatus,
     TopicNode,
+    as_utc,
 )
 
 
@@ -43,6 +44,34 @@ class ItemFilter:
     @classmethod
     def any_status(cls, **kwargs: object) -> ItemFilter:
         return cls(statuses=(), **kwargs)  # type: ignore[arg-type]
+
+
+def item_matches(item: MemoryItem, flt: ItemFilter) -> bool:
+    """Whether an item passes the filter, as the stores' SQL decides it (for items reached
+    without a filtered query: tree leaves, graph neighbours)."""
+
+    def utc(value: datetime | None) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    start, end = utc(item.valid_from), utc(item.valid_to)
+    return (
+        (not flt.statuses or item.status in flt.statuses)
+        and (not flt.kinds or item.kind in flt.kinds)
+        and (flt.session_id is None or item.session_id == flt.session_id)
+        and (flt.agent_id is None or item.agent_id == flt.agent_id)
+        and (flt.speaker is None or item.speaker == flt.speaker)
+        and all(tag in item.tags for tag in flt.tags)
+        and (flt.valid_after is None or (start is not None and start >= utc(flt.valid_after)))  # type: ignore[operator]
+        and (flt.valid_before is None or (start is not None and start < utc(flt.valid_before)))  # type: ignore[operator]
+        and (
+            flt.as_of is None
+            or (
+                (start is None or start <= utc(flt.as_of))  # type: ignore[operator]
+                and (end is None or end > utc(flt.as_of))  # type: ignore[operator]
+            )
+        )
+        and (flt.known_at is None or utc(item.recorded_at) <= utc(flt.known_at))  # type: ignore[operator]
+    )
 
 
 @dataclass(frozen=True)
