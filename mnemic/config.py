@@ -126,9 +126,12 @@ class RetrievalConfig(BaseModel):
     neighbor_window: int = Field(default=1, ge=0, le=20)
     neighbor_decay: float = Field(default=0.5, gt=0, le=1)
     # tree: descend the memory tree, the `tree_topics` topics whose centroids are closest to
-    # the query, then their items by similarity; the list joins fusion at tree_weight
+    # the query, then their best `tree_leaves` items by similarity: a list that joins the
+    # candidates at tree_weight (after feedback; LoCoMo dev: weight 0.5 gained multi-hop but
+    # cost single-hop, 0.25 kept both)
     tree_topics: int = Field(default=3, ge=1, le=100)
-    tree_weight: float = Field(default=1.0, ge=0)
+    tree_leaves: int = Field(default=10, ge=1, le=10_000)
+    tree_weight: float = Field(default=0.25, ge=0)
     # graph: the best `graph_seeds` hits bring the items linked to them (edges of
     # graph_kinds) at the seed's score times graph_decay
     graph_seeds: int = Field(default=5, ge=0)

@@ -315,11 +315,9 @@ class Memory:
                 "actor": user_id,
             },
         )
-        organize = self._organize_if_due(owner, cube, len(items))
+        self._organize_if_due(owner, cube, len(items))
         if wait:
             self.jobs.wait([job])
-            if organize is not None:
-                self.jobs.wait([organize])
         return items
 
     def _organize_if_due(self, owner: str, cube: str, added: int) -> int | None:
@@ -391,11 +389,9 @@ class Memory:
                 "actor": user_id,
             },
         )
-        organize = self._organize_if_due(owner, cube, len(items))
+        self._organize_if_due(owner, cube, len(items))
         if wait:
             self.jobs.wait([job])
-            if organize is not None:
-                self.jobs.wait([organize])
         return items
 
     def update(

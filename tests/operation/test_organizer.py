@@ -245,6 +245,7 @@ def test_sdk_tree_neighbors_reorganize_and_policy(memory) -> None:
         {"speaker": "Ana", "content": "We went hiking in Sintra with Rex last weekend."},
     ]
     added = mem.add(turns, user_id="ana", session_id="s1", timestamp="2023-05-08", wait=True)
+    assert mem.wait(user_id="ana", timeout=60)  # the organize job the policy queued
     tree = mem.tree(user_id="ana")
     placed = {i.id for t in tree.topics for i in t.items}
     assert {i.id for i in added} <= placed  # the policy queued a pass after the add

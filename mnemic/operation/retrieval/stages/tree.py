@@ -3,9 +3,9 @@
 The memory tree (mnemic/operation/organizer) groups items by topic; descending it reaches
 items of the right topic that the query's words and its vector alone rank low, e.g. the
 other sessions' turns about the same activity. The leaves of the best ``tree_topics``
-topics, ranked by cosine to the query, join the candidates as one more reciprocal-rank list
-(weight ``tree_weight``); runs after ``fusion``. Items not yet placed in the tree are
-reached by the other stages as before.
+topics, ranked by cosine to the query (the best ``tree_leaves``), join the candidates as one
+more reciprocal-rank list (weight ``tree_weight``); it runs after ``fusion``, best after
+``feedback``. Items not yet placed in the tree are reached by the other stages as before.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from mnemic.config import RetrievalConfig
 from mnemic.infra.embed.base import Embedder
 from mnemic.infra.store.base import Store, item_matches
+from mnemic.models import TopicNode
 from mnemic.operation.retrieval.state import Candidate, SearchState
 
 
@@ -28,34 +29,39 @@ class TreeDescent:
 
     def run(self, state: SearchState) -> None:
         cfg = self.config
-        vector = state.query_vector(self.embedder)
-        if vector is None or cfg.tree_weight <= 0:
+        if cfg.tree_weight <= 0:
             return
-        query = np.asarray(vector, dtype=np.float32)
         topics = [
             t for t in self.store.topics(state.user_id, state.cube_id) if t.centroid is not None
         ]
-        if not topics:
+        if topics:
+            self._descend(state, topics, {t.id: t.title for t in topics})
+
+    def _descend(self, state: SearchState, topics: list[TopicNode], titles: dict[str, str]) -> None:
+        cfg = self.config
+        vector = state.query_vector(self.embedder)
+        if vector is None:
             return
+        query = np.asarray(vector, dtype=np.float32)
         centroids = np.asarray([t.centroid for t in topics], dtype=np.float32)
         order = np.argsort(-(centroids @ query), kind="stable")[: cfg.tree_topics]
-        best = [topics[int(n)] for n in order]
-        members = self.store.topic_members(state.user_id, state.cube_id, [t.id for t in best])
+        best = [topics[int(n)].id for n in order]
+        members = self.store.topic_members(state.user_id, state.cube_id, best)
         vectors = self.store.get_vectors(state.user_id, state.cube_id, list(members))
         if not vectors:
             return
         ids = sorted(vectors)
         sims = np.stack([vectors[i] for i in ids]) @ query
         ranked = [ids[int(n)] for n in np.argsort(-sims, kind="stable")]
-        wanted = ranked[: max(cfg.candidates, state.top_k)]
-        items = state.items(wanted)
-        titles = {t.id: t.title for t in best}
+        items = state.items(ranked[: 2 * cfg.tree_leaves])
         rank = 0
-        for item_id in wanted:
+        for item_id in ranked[: 2 * cfg.tree_leaves]:
             item = items.get(item_id)
             if item is None or not item_matches(item, state.flt):
                 continue
             rank += 1
+            if rank > cfg.tree_leaves:
+                break
             cand = state.candidates.setdefault(item_id, Candidate(item_id))
             cand.score += cfg.tree_weight / (cfg.rrf_k + rank)
             cand.stages[f"{self.name}_rank"] = rank
