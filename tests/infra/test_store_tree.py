@@ -153,3 +153,56 @@ def test_get_vectors(store) -> None:
     assert got[b.id] == pytest.approx(vec(1), abs=1e-6)
     assert got[a.id].dtype == np.float32
     assert store.get_vectors("bob", C, [a.id]) == {}
+
+
+def test_item_matches_agrees_with_the_stores_filters(store) -> None:
+    from datetime import UTC, datetime
+
+    from mnemic.infra.store.base import item_matches
+    from mnemic.models import MemoryKind
+
+    day = [datetime(2023, 5, d, tzinfo=UTC) for d in range(1, 6)]
+    items = [
+        MemoryItem(
+            user_id=U,
+            cube_id=C,
+            text="a",
+            session_id="s1",
+            speaker="Ana",
+            valid_from=day[0],
+            tags=["x"],
+        ),
+        MemoryItem(
+            user_id=U,
+            cube_id=C,
+            text="b",
+            session_id="s2",
+            kind=MemoryKind.EVENT,
+            valid_from=day[2],
+            valid_to=day[3],
+            agent_id="bot",
+        ),
+        MemoryItem(user_id=U, cube_id=C, text="c", status=MemoryStatus.MERGED, tags=["x", "y"]),
+        MemoryItem(user_id=U, cube_id=C, text="d", valid_from=day[4], speaker="Bo"),
+    ]
+    store.add_items(items, None, actor="test")
+    filters = [
+        ItemFilter(),
+        ItemFilter.any_status(),
+        ItemFilter(statuses=(MemoryStatus.MERGED,)),
+        ItemFilter(kinds=(MemoryKind.EVENT,)),
+        ItemFilter(session_id="s1"),
+        ItemFilter(agent_id="bot"),
+        ItemFilter(speaker="Bo"),
+        ItemFilter.any_status(tags=("x",)),
+        ItemFilter.any_status(tags=("x", "y")),
+        ItemFilter(valid_after=day[1]),
+        ItemFilter(valid_before=day[3]),
+        ItemFilter(as_of=day[2]),
+        ItemFilter(as_of=day[3]),
+        ItemFilter(known_at=datetime(2000, 1, 1, tzinfo=UTC)),
+    ]
+    stored = store.list_items(U, C, ItemFilter.any_status())
+    for flt in filters:
+        want = {i.id for i in store.list_items(U, C, flt)}
+        assert {i.id for i in stored if item_matches(i, flt)} == want, flt
