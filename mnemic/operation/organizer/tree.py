@@ -36,27 +36,34 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 
 def line(item: MemoryItem) -> str:
-    return f"{item.speaker}: {item.text}" if item.speaker else item.text
+    """The item as said: "speaker: text" (extracted memories may carry the prefix already)."""
+    if not item.speaker or item.text.startswith(f"{item.speaker}:"):
+        return item.text
+    return f"{item.speaker}: {item.text}"
 
 
-def words_of(item: MemoryItem) -> set[str]:
-    """An item's content words (lowercased, no stopwords, not its speaker's name)."""
+def words_of(item: MemoryItem, names: frozenset[str] = frozenset()) -> set[str]:
+    """An item's content words: lowercased, no stopwords or contractions, not its speaker's
+    name nor one of ``names`` (the scope's speakers, who are in every topic)."""
     speaker = (item.speaker or "").lower()
     return {
         w
         for w in (m.lower() for m in _WORD.findall(item.text))
-        if len(w) > 2 and w not in STOPWORDS and w != speaker
+        if len(w) > 2 and w not in STOPWORDS and "'" not in w and w != speaker and w not in names
     }
 
 
 def title_of(
-    items: Sequence[MemoryItem], scope_df: Counter[str] | None = None, scope_n: int = 0
+    items: Sequence[MemoryItem],
+    scope_df: Counter[str] | None = None,
+    scope_n: int = 0,
+    names: frozenset[str] = frozenset(),
 ) -> str:
     """The three words that best tell the topic's items from the rest of the scope: found
     in many of its items and few others (tf-idf over items; ties: alphabetical)."""
     df: Counter[str] = Counter()
     for item in items:
-        df.update(words_of(item))
+        df.update(words_of(item, names))
 
     def weight(w: str) -> float:
         if not scope_df or scope_n <= 0:
@@ -253,9 +260,12 @@ class TreePlan:
         live = set(self.live_topics())
         dropped = sorted(t for t in self.topics if t not in live)
         now = utcnow()
+        names = frozenset(
+            part.lower() for i in self.items.values() if i.speaker for part in i.speaker.split()
+        )
         scope_df: Counter[str] = Counter()
         for item in self.items.values():
-            scope_df.update(words_of(item))
+            scope_df.update(words_of(item, names))
         written: list[TopicNode] = []
         for topic_id in self.live_topics():
             if topic_id not in self.touched and topic_id not in self.created:
@@ -280,7 +290,7 @@ class TreePlan:
             written.append(
                 base.model_copy(
                     update={
-                        "title": title_of(members, scope_df, len(self.items)),
+                        "title": title_of(members, scope_df, len(self.items), names),
                         "summary": summary,
                         "size": len(ids),
                         "centroid": None if centroid is None else centroid.tolist(),
