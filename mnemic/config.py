@@ -202,8 +202,11 @@ class OrganizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # background policy: after an add, an organize job is queued once this many active items
-    # of the scope wait outside the tree (0: only on demand, `mnemic reorganize`)
+    # of the scope wait outside the tree (0: only on demand, `mnemic reorganize`), and at
+    # least `growth` times the items already placed: a pass reads the whole scope, so passes
+    # grow apart as the scope grows and their total work stays linear in its size
     every_adds: int = Field(default=20, ge=0)
+    growth: float = Field(default=0.1, ge=0, le=10)
     # insertion: an item joins the topic whose centroid is closest if the cosine reaches
     # topic_similarity, else it opens a topic of its own
     topic_similarity: float = Field(default=0.5, ge=-1, le=1)

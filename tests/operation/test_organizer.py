@@ -259,3 +259,36 @@ def test_sdk_tree_neighbors_reorganize_and_policy(memory) -> None:
     assert mem.reorganize(user_id="ana")["placed"] == 0
     with pytest.raises(Exception, match="no memory"):
         mem.neighbors("nope", user_id="ana")
+
+
+def test_duplicates_are_found_across_blocks_of_the_similarity_matrix() -> None:
+    from mnemic.operation.organizer.reorganizer import duplicate_groups
+
+    rng = np.random.default_rng(3)
+    items = [fact(f"fact {k}", day=k) for k in range(700)]
+    vecs = rng.normal(size=(700, 64)).astype(np.float32)
+    vecs[650] = vecs[3] + 0.01 * rng.normal(size=64)  # rows 3 and 650: different blocks
+    vecs[651] = vecs[3] + 0.01 * rng.normal(size=64)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    groups = duplicate_groups(
+        items, {i.id: v for i, v in zip(items, vecs, strict=True)}, OrganizerConfig()
+    )
+    ((survivor, merged),) = groups
+    assert survivor.id == items[3].id
+    assert [m.id for m, _ in merged] == [items[650].id, items[651].id]
+    assert all(s > 0.99 for _, s in merged)
+
+
+def test_policy_waits_for_enough_new_items(store) -> None:
+    from mnemic.operation.organizer.job import due, waiting
+
+    turn = MemoryKind.RAW_TURN  # never merged: the counts stay what was added
+    put(store, [(fact(f"turn {k}", kind=turn), direction(k % DIM)) for k in range(20)])
+    cfg = OrganizerConfig(every_adds=5, growth=0.1)
+    assert waiting(store, U, C) == (0, 20) and due(store, cfg, U, C)
+    Organizer(store, cfg).run(U, C)
+    assert waiting(store, U, C) == (20, 0) and not due(store, cfg, U, C)
+    put(store, [(fact(f"new {k}", kind=turn), direction(k % DIM)) for k in range(5)])
+    assert due(store, cfg, U, C)  # 5 waiting: every_adds, and more than 10% of 20
+    assert not due(store, cfg.model_copy(update={"growth": 0.5}), U, C)  # needs 10
+    assert not due(store, cfg.model_copy(update={"every_adds": 0}), U, C)  # on demand only

@@ -24,12 +24,17 @@ class OrganizeJob:
         self.organizer.run(payload["user_id"], payload["cube_id"], actor=ACTOR)
 
 
-def waiting(store: Store, user_id: str, cube_id: str) -> int:
-    """How many active items of the scope are not (yet) in the tree, about: two cheap
-    counts (items deleted since they were placed count as placed until the next pass)."""
+def waiting(store: Store, user_id: str, cube_id: str) -> tuple[int, int]:
+    """(items placed in the tree, active items not placed yet), about: two cheap counts
+    (items deleted since they were placed count as placed until the next pass)."""
     placed = sum(t.size for t in store.topics(user_id, cube_id))
-    return max(0, store.count_items(user_id, cube_id, ItemFilter()) - placed)
+    return placed, max(0, store.count_items(user_id, cube_id, ItemFilter()) - placed)
 
 
 def due(store: Store, config: OrganizerConfig, user_id: str, cube_id: str) -> bool:
-    return config.every_adds > 0 and waiting(store, user_id, cube_id) >= config.every_adds
+    """Whether the policy wants a pass now: ``every_adds`` items wait, and at least
+    ``growth`` times the placed ones."""
+    if config.every_adds <= 0:
+        return False
+    placed, unplaced = waiting(store, user_id, cube_id)
+    return unplaced >= max(config.every_adds, config.growth * placed)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 ACTOR = "organizer"
 _PAGE = 1000
 _ATTEMPTS = 3
+_BLOCK = 512  # rows of the similarity matrix computed at once when looking for duplicates
 
 
 @dataclass
@@ -96,7 +97,6 @@ def duplicate_groups(
         if len(bucket) < 2:
             continue
         matrix = np.stack([vectors[i.id] for i in bucket])
-        sims = matrix @ matrix.T
         parent = list(range(len(bucket)))
 
         def find(x: int, parent: list[int] = parent) -> int:
@@ -106,12 +106,16 @@ def duplicate_groups(
             return x
 
         best: dict[int, float] = {}
-        for a, b in zip(
-            *np.nonzero(np.triu(sims, k=1) >= config.duplicate_similarity), strict=True
-        ):
-            parent[find(int(a))] = find(int(b))
-            for x in (int(a), int(b)):
-                best[x] = max(best.get(x, -1.0), float(sims[a, b]))
+        for start in range(0, len(bucket), _BLOCK):  # a block of rows at a time: bounded memory
+            sims = matrix[start : start + _BLOCK] @ matrix.T
+            rows, cols = np.nonzero(sims >= config.duplicate_similarity)
+            for r, b in zip(rows.tolist(), cols.tolist(), strict=True):
+                a = start + r
+                if b <= a:
+                    continue
+                parent[find(a)] = find(b)
+                for x in (a, b):
+                    best[x] = max(best.get(x, -1.0), float(sims[r, b]))
         clusters: dict[int, list[int]] = {}
         for n in range(len(bucket)):
             clusters.setdefault(find(n), []).append(n)
