@@ -148,7 +148,6 @@ class Memory:
         self.listeners: list[Callable[[list[MemoryItem]], None]] = []
         # items added through this process per scope since it last queued an organize job
         self._unorganized: dict[tuple[str, str], int] = {}
-        self._queued_organize: set[tuple[str, str]] = set()
         from mnemic.operation import wiring
 
         self.lifecycle = wiring.lifecycle(self.settings, self.store)
@@ -321,23 +320,23 @@ class Memory:
         return items
 
     def _organize_if_due(self, owner: str, cube: str, added: int) -> int | None:
-        """Queue an organize job (after the scope's extraction jobs) when the policy says so:
-        ``organizer.every_adds`` items wait outside the tree, and this process queued none
-        for the scope in the last ``every_adds`` items it added."""
+        """Queue an organize job (it runs after the scope's extraction jobs) when the policy
+        says so (``organizer.every_adds``, ``growth``); the store is asked at the first add
+        of this process to the scope, then once per ``every_adds`` items added."""
         from mnemic.operation import wiring
         from mnemic.operation.organizer import job as organize
 
         cfg = self.settings.organizer
+        if cfg.every_adds <= 0:
+            return None
         key = (owner, cube)
         since = self._unorganized.get(key)
-        since = added if since is None else since + added
-        self._unorganized[key] = since
-        if cfg.every_adds <= 0 or (since < cfg.every_adds and key in self._queued_organize):
-            return None
-        if not organize.due(self.store, cfg, owner, cube):
+        if since is not None and since + added < cfg.every_adds:
+            self._unorganized[key] = since + added
             return None
         self._unorganized[key] = 0
-        self._queued_organize.add(key)
+        if not organize.due(self.store, cfg, owner, cube):
+            return None
         return self.jobs.submit(
             wiring.ORGANIZE_JOB, wiring.job_scope(owner, cube), {"user_id": owner, "cube_id": cube}
         )
