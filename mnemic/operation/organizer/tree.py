@@ -122,6 +122,9 @@ class TreePlan:
 
     def __post_init__(self) -> None:
         self.place = dict(self.members)
+        self._by_topic: dict[str, set[str]] = {}
+        for item_id, topic_id in self.place.items():
+            self._by_topic.setdefault(topic_id, set()).add(item_id)
         self._centroids = {
             t.id: unit(np.asarray(t.centroid, dtype=np.float32))
             for t in self.topics.values()
@@ -132,17 +135,17 @@ class TreePlan:
 
     def live_topics(self) -> list[str]:
         """Topics holding items in the plan, oldest first (ids break ties)."""
-        held = set(self.place.values())
+        held = {t for t, ids in self._by_topic.items() if ids}
         known = [t for t in self.topics.values() if t.id in held]
         known.sort(key=lambda t: (t.created_at, t.id))
         return [t.id for t in known] + [t for t in self.created if t in held]
 
     def of(self, topic_id: str) -> list[str]:
         """The topic's items in the plan, in a stable order."""
-        return sorted(i for i, t in self.place.items() if t == topic_id)
+        return sorted(self._by_topic.get(topic_id, ()))
 
     def centroid(self, topic_id: str) -> np.ndarray | None:
-        if topic_id in self.touched or topic_id not in self._centroids:
+        if topic_id not in self._centroids:  # _touch drops a changed topic's centroid
             vs = [self.vectors[i] for i in self.of(topic_id) if i in self.vectors]
             if not vs:
                 return None
@@ -154,6 +157,17 @@ class TreePlan:
         self.created[topic_id] = TopicNode(user_id=self.user_id, cube_id=self.cube_id, id=topic_id)
         return topic_id
 
+    def _move(self, item_id: str, topic_id: str | None) -> None:
+        """Put an item under a topic (None: out of the tree), keeping the index current."""
+        old = self.place.pop(item_id, None)
+        if old is not None:
+            self._by_topic[old].discard(item_id)
+            self._touch(old)
+        if topic_id is not None:
+            self.place[item_id] = topic_id
+            self._by_topic.setdefault(topic_id, set()).add(item_id)
+            self._touch(topic_id)
+
     def _touch(self, *topic_ids: str) -> None:
         for t in topic_ids:
             self.touched.add(t)
@@ -162,9 +176,7 @@ class TreePlan:
     # ------------------------------------------------------------------ changes
 
     def remove(self, item_id: str) -> None:
-        topic = self.place.pop(item_id, None)
-        if topic is not None:
-            self._touch(topic)
+        self._move(item_id, None)
 
     def insert(self, item_id: str) -> str:
         """Put an item under the topic whose centroid is nearest (at least
@@ -179,8 +191,7 @@ class TreePlan:
             if sim >= best_sim:
                 best, best_sim = topic_id, sim
         topic_id = best if best is not None else self._open()
-        self.place[item_id] = topic_id
-        self._touch(topic_id)
+        self._move(item_id, topic_id)
         return topic_id
 
     def split_large(self) -> None:
@@ -203,7 +214,7 @@ class TreePlan:
             new_topic = self._open()
             moved = [i for i, label in zip(ids, labels, strict=True) if label != keep]
             for i in moved:
-                self.place[i] = new_topic
+                self._move(i, new_topic)
             self._touch(topic_id, new_topic)
             self.notes.append(
                 (
@@ -243,7 +254,7 @@ class TreePlan:
             sim, a, b = best
             keep, gone = (a, b) if sizes[a] >= sizes[b] else (b, a)
             for i in self.of(gone):
-                self.place[i] = keep
+                self._move(i, keep)
             self._touch(keep, gone)
             self.notes.append(
                 (keep, "merge_topics", f"centroids at cosine {sim:.3f}", {"absorbed": gone})
