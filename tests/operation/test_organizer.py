@@ -3,10 +3,16 @@ history, topics split and merged, summaries, graph edges, idempotence, nothing l
 
 from __future__ import annotations
 
+import json
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
+from protocol_peer import ProtocolPeer, Reply
 
 from mnemic.config import OrganizerConfig
 from mnemic.infra.store.base import ItemFilter
@@ -206,32 +212,38 @@ def test_two_means_is_deterministic_and_separates() -> None:
     assert np.array_equal(labels, two_means(vs))
 
 
-class ScriptedLLM:
-    """An external model's stand-in: answers every prompt with a fixed sentence."""
+class ChatPeer(ProtocolPeer):
+    """An OpenAI-compatible endpoint on loopback answering chat completions as scripted."""
 
-    id = "scripted"
-
-    def __init__(self, reply: str) -> None:
-        self.reply, self.calls = reply, 0
-
-    def complete(self, messages, *, temperature=0.0, max_tokens=None) -> str:
-        self.calls += 1
-        assert "summar" in messages[0]["content"].lower()
-        return self.reply
-
-    def complete_json(self, messages, schema, *, retries=2):  # pragma: no cover - unused
-        raise NotImplementedError
+    def answer(self, payload: dict, reply: Reply) -> str:
+        message = {"role": "assistant", "content": reply.content}
+        return json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
 
 
 def test_llm_writes_summaries_only_of_changed_topics(store) -> None:
-    put(store, [(fact("sailing on Sunday"), direction(2))])
-    llm = ScriptedLLM("  Ana   sails on Sundays. ")
-    org = Organizer(store, OrganizerConfig(), llm=llm)
-    org.run(U, C)
-    (topic,) = store.topics(U, C)
-    assert topic.summary == "Ana sails on Sundays." and llm.calls == 1
-    org.run(U, C)
-    assert llm.calls == 1  # nothing changed: no summary rewritten
+    from mnemic.infra.llm.openai_compat import OpenAICompatLLM
+
+    peer = ChatPeer()
+    try:
+        llm = OpenAICompatLLM("m", base_url=peer.url, max_retries=0, backoff_base_s=0.01)
+        peer.replies = [Reply(content="  Ana   sails on Sundays. ")]
+        put(store, [(fact("sailing on Sunday"), direction(2))])
+        org = Organizer(store, OrganizerConfig(), llm=llm)
+        org.run(U, C)
+        (topic,) = store.topics(U, C)
+        assert topic.summary == "Ana sails on Sundays." and len(peer.requests) == 1
+        sent = peer.requests[0]["messages"]
+        assert "summar" in sent[0]["content"].lower() and "sailing on Sunday" in sent[1]["content"]
+        org.run(U, C)
+        assert len(peer.requests) == 1  # nothing changed: no summary rewritten
+        # the endpoint failing leaves an extractive summary, never a failed pass
+        peer.replies = [Reply(status=500, body='{"error": "down"}')]
+        put(store, [(fact("cooking on Monday"), direction(6))])
+        org.run(U, C)
+        summaries = {t.summary for t in store.topics(U, C)}
+        assert summaries == {"Ana sails on Sundays.", "cooking on Monday"}
+    finally:
+        peer.close()
 
 
 def test_sdk_tree_neighbors_reorganize_and_policy(memory) -> None:
