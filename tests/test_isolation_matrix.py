@@ -31,6 +31,8 @@ PATHS: dict[str, tuple[bool, Callable[[Memory, str, str], Any]]] = {
     "versions": (False, lambda m, u, i: m.versions(i, user_id=u, cube_id=CUBE)),
     "wait": (False, lambda m, u, i: m.wait(user_id=u, cube_id=CUBE, timeout=5)),
     "failed_jobs": (False, lambda m, u, i: m.failed_jobs(user_id=u, cube_id=CUBE)),
+    "tree": (False, lambda m, u, i: m.tree(user_id=u, cube_id=CUBE)),
+    "neighbors": (False, lambda m, u, i: m.neighbors(i, user_id=u, cube_id=CUBE)),
     "add": (True, lambda m, u, i: m.add(f"{u} was here", user_id=u, cube_id=CUBE)),
     "add_document": (
         True,
@@ -39,6 +41,7 @@ PATHS: dict[str, tuple[bool, Callable[[Memory, str, str], Any]]] = {
     "update": (True, lambda m, u, i: m.update(i, user_id=u, cube_id=CUBE, tags=[u])),
     "delete": (True, lambda m, u, i: m.delete(i, user_id=u, cube_id=CUBE)),
     "expire": (True, lambda m, u, i: m.expire(user_id=u, cube_id=CUBE)),
+    "reorganize": (True, lambda m, u, i: m.reorganize(user_id=u, cube_id=CUBE)),
     "chat": (True, lambda m, u, i: m.chat("garden?", user_id=u, cube_id=CUBE, session_id="c")),
 }
 OWNER_ONLY: dict[str, Callable[[Memory, str, str], Any]] = {
