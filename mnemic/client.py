@@ -230,8 +230,9 @@ class _Requests:
             parse=_as(list[Link]),
         )
 
-    def tree(self, *, cube_id: str | None) -> _Call:
-        return _Call("GET", "/v1/tree", params=_params(cube_id=cube_id), parse=_as(MemoryTree))
+    def tree(self, *, cube_id: str | None, items_per_topic: int | None) -> _Call:
+        params = _params(cube_id=cube_id, items_per_topic=items_per_topic)
+        return _Call("GET", "/v1/tree", params=params, parse=_as(MemoryTree))
 
     def reorganize(self, *, cube_id: str | None) -> _Call:
         return _Call("POST", "/v1/tree/reorganize", params=_params(cube_id=cube_id))
@@ -488,9 +489,16 @@ class Client:
         self._user(user_id)
         return self._run(self._r.neighbors(item_id, cube_id=cube_id, kinds=kinds))  # type: ignore[no-any-return]
 
-    def tree(self, *, user_id: str | None = None, cube_id: str | None = None) -> MemoryTree:
+    def tree(
+        self,
+        *,
+        user_id: str | None = None,
+        cube_id: str | None = None,
+        items_per_topic: int | None = None,
+    ) -> MemoryTree:
         self._user(user_id)
-        return self._run(self._r.tree(cube_id=cube_id))  # type: ignore[no-any-return]
+        call = self._r.tree(cube_id=cube_id, items_per_topic=items_per_topic)
+        return self._run(call)  # type: ignore[no-any-return]
 
     def reorganize(
         self, *, user_id: str | None = None, cube_id: str | None = None
@@ -723,9 +731,16 @@ class AsyncClient:
         call = self._r.neighbors(item_id, cube_id=cube_id, kinds=kinds)
         return await self._run(call)  # type: ignore[no-any-return]
 
-    async def tree(self, *, user_id: str | None = None, cube_id: str | None = None) -> MemoryTree:
+    async def tree(
+        self,
+        *,
+        user_id: str | None = None,
+        cube_id: str | None = None,
+        items_per_topic: int | None = None,
+    ) -> MemoryTree:
         await self._user(user_id)
-        return await self._run(self._r.tree(cube_id=cube_id))  # type: ignore[no-any-return]
+        call = self._r.tree(cube_id=cube_id, items_per_topic=items_per_topic)
+        return await self._run(call)  # type: ignore[no-any-return]
 
     async def reorganize(
         self, *, user_id: str | None = None, cube_id: str | None = None

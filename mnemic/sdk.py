@@ -649,9 +649,14 @@ class Memory:
             self._organizer = wiring.organizer(self.settings, self.store)
         return self._organizer
 
-    def tree(self, *, user_id: str, cube_id: str | None = None) -> MemoryTree:
+    def tree(
+        self, *, user_id: str, cube_id: str | None = None, items_per_topic: int | None = None
+    ) -> MemoryTree:
         """The cube's memory tree: its topics (largest first) with their summaries and
-        their active items, and how many active items wait to be placed."""
+        their active items (the first ``items_per_topic`` of each in time; all when None),
+        and how many active items wait to be placed."""
+        if items_per_topic is not None and not 0 <= items_per_topic <= 10_000:
+            raise InvalidInput("items_per_topic must be within 0..10000 (or None: all)")
         owner, cube = self._access(user_id, cube_id)
         members = self.store.topic_members(owner, cube)
         items = {
@@ -677,7 +682,7 @@ class Memory:
                     size=len(leaves),
                     version=t.version,
                     updated_at=t.updated_at,
-                    items=leaves,
+                    items=leaves if items_per_topic is None else leaves[:items_per_topic],
                 )
             )
         topics.sort(key=lambda t: (-t.size, t.title, t.id))

@@ -296,7 +296,7 @@ def tree(
     from rich.tree import Tree
 
     with _memory(home, config) as mem:
-        view = mem.tree(user_id=user, cube_id=cube)
+        view = mem.tree(user_id=user, cube_id=cube, items_per_topic=None if as_json else items)
     if as_json:
         _dump(view.model_dump(mode="json"))
         return
@@ -309,11 +309,11 @@ def tree(
             f"[cyan]{escape(topic.title)}[/cyan] ({topic.size}) [dim]{topic.id[:8]}[/dim]\n"
             f"[dim]{escape(topic.summary[:200])}[/dim]"
         )
-        for item in topic.items[:items]:
+        for item in topic.items:
             who = f"{item.speaker}: " if item.speaker else ""
             node.add(f"{item.id[:8]}  {escape(who + item.text[:90])}")
-        if 0 < items < len(topic.items):
-            node.add(f"[dim]... {len(topic.items) - items} more[/dim]")
+        if 0 < len(topic.items) < topic.size:
+            node.add(f"[dim]... {topic.size - len(topic.items)} more[/dim]")
     console.print(root)
 
 

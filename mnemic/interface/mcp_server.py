@@ -128,10 +128,11 @@ def build_server(memory: Memory, user_id: str) -> MCPServer:
         """The memory organized by topic: each topic's title, summary, size and its first
         memories (``items_per_topic``), largest topics first."""
         try:
-            view = memory.tree(user_id=user_id, cube_id=cube_id)
+            view = memory.tree(
+                user_id=user_id, cube_id=cube_id, items_per_topic=max(0, items_per_topic)
+            )
         except MnemicError as exc:
             raise sdk_errors(exc) from exc
-        shown = max(0, items_per_topic)
         return {
             "cube_id": view.cube_id,
             "unplaced": view.unplaced,
@@ -141,7 +142,7 @@ def build_server(memory: Memory, user_id: str) -> MCPServer:
                     "title": t.title,
                     "summary": t.summary,
                     "size": t.size,
-                    "items": [_item(i) for i in t.items[:shown]],
+                    "items": [_item(i) for i in t.items],
                 }
                 for t in view.topics
             ],

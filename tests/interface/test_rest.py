@@ -406,6 +406,11 @@ def test_tree_and_links_endpoints(server: ThreadedServer, admin: Client) -> None
 
     tree, out = asyncio.run(run())
     assert tree == view and [x.item.id for x in out] == [second.id]
+    short = ana.tree(items_per_topic=1)
+    assert [t.size for t in short.topics] == [t.size for t in view.topics]
+    assert all(len(t.items) == min(1, t.size) for t in short.topics)
+    with pytest.raises(InvalidInput):
+        ana.tree(items_per_topic=-1)
     with pytest.raises(NotFound):
         ana.neighbors("nope")
 

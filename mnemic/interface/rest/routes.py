@@ -280,9 +280,16 @@ def links(
 
 
 @router.get("/tree", tags=["tree"])
-def tree(user: User, mem: Mem, cube_id: CubeQ = None) -> MemoryTree:
+def tree(
+    user: User,
+    mem: Mem,
+    cube_id: CubeQ = None,
+    items_per_topic: Annotated[
+        int | None, Query(ge=0, le=10_000, description="memories shown per topic (default all)")
+    ] = None,
+) -> MemoryTree:
     """The cube's memory tree: its topics, their summaries and their memories."""
-    return mem.tree(user_id=user, cube_id=cube_id)
+    return mem.tree(user_id=user, cube_id=cube_id, items_per_topic=items_per_topic)
 
 
 @router.post("/tree/reorganize", tags=["tree"])
