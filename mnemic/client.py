@@ -35,7 +35,7 @@ from mnemic.errors import (
     NotFound,
     StoreError,
 )
-from mnemic.models import ChatReply, HistoryEntry, MemoryItem, SearchHit
+from mnemic.models import ChatReply, HistoryEntry, Link, MemoryItem, MemoryTree, SearchHit
 
 DEFAULT_URL = "http://127.0.0.1:8750"
 
@@ -221,6 +221,24 @@ class _Requests:
             params=_params(cube_id=cube_id),
             parse=_as(list[MemoryItem]),
         )
+
+    def neighbors(self, item_id: str, *, cube_id: str | None, kinds: list[str] | None) -> _Call:
+        params = _params(cube_id=cube_id)
+        if kinds:
+            params["kind"] = list(kinds)
+        return _Call(
+            "GET",
+            f"/v1/memories/{_path(item_id)}/links",
+            params=params,
+            parse=_as(list[Link]),
+        )
+
+    def tree(self, *, cube_id: str | None, items_per_topic: int | None) -> _Call:
+        params = _params(cube_id=cube_id, items_per_topic=items_per_topic)
+        return _Call("GET", "/v1/tree", params=params, parse=_as(MemoryTree))
+
+    def reorganize(self, *, cube_id: str | None) -> _Call:
+        return _Call("POST", "/v1/tree/reorganize", params=_params(cube_id=cube_id))
 
     def failed_jobs(self, *, cube_id: str | None) -> _Call:
         return _Call("GET", "/v1/jobs/failed", params=_params(cube_id=cube_id))
@@ -489,6 +507,34 @@ class Client:
         self._user(user_id)
         return self._run(self._r.versions(item_id, cube_id=cube_id))  # type: ignore[no-any-return]
 
+    def neighbors(
+        self,
+        item_id: str,
+        *,
+        user_id: str | None = None,
+        cube_id: str | None = None,
+        kinds: list[str] | None = None,
+    ) -> list[Link]:
+        self._user(user_id)
+        return self._run(self._r.neighbors(item_id, cube_id=cube_id, kinds=kinds))  # type: ignore[no-any-return]
+
+    def tree(
+        self,
+        *,
+        user_id: str | None = None,
+        cube_id: str | None = None,
+        items_per_topic: int | None = None,
+    ) -> MemoryTree:
+        self._user(user_id)
+        call = self._r.tree(cube_id=cube_id, items_per_topic=items_per_topic)
+        return self._run(call)  # type: ignore[no-any-return]
+
+    def reorganize(
+        self, *, user_id: str | None = None, cube_id: str | None = None
+    ) -> dict[str, int]:
+        self._user(user_id)
+        return self._run(self._r.reorganize(cube_id=cube_id))  # type: ignore[no-any-return]
+
     def failed_jobs(
         self, *, user_id: str | None = None, cube_id: str | None = None
     ) -> list[dict[str, Any]]:
@@ -746,6 +792,35 @@ class AsyncClient:
     ) -> list[MemoryItem]:
         await self._user(user_id)
         return await self._run(self._r.versions(item_id, cube_id=cube_id))  # type: ignore[no-any-return]
+
+    async def neighbors(
+        self,
+        item_id: str,
+        *,
+        user_id: str | None = None,
+        cube_id: str | None = None,
+        kinds: list[str] | None = None,
+    ) -> list[Link]:
+        await self._user(user_id)
+        call = self._r.neighbors(item_id, cube_id=cube_id, kinds=kinds)
+        return await self._run(call)  # type: ignore[no-any-return]
+
+    async def tree(
+        self,
+        *,
+        user_id: str | None = None,
+        cube_id: str | None = None,
+        items_per_topic: int | None = None,
+    ) -> MemoryTree:
+        await self._user(user_id)
+        call = self._r.tree(cube_id=cube_id, items_per_topic=items_per_topic)
+        return await self._run(call)  # type: ignore[no-any-return]
+
+    async def reorganize(
+        self, *, user_id: str | None = None, cube_id: str | None = None
+    ) -> dict[str, int]:
+        await self._user(user_id)
+        return await self._run(self._r.reorganize(cube_id=cube_id))  # type: ignore[no-any-return]
 
     async def failed_jobs(
         self, *, user_id: str | None = None, cube_id: str | None = None

@@ -125,6 +125,20 @@ class RetrievalConfig(BaseModel):
     neighbor_seeds: int = Field(default=5, ge=0)
     neighbor_window: int = Field(default=1, ge=0, le=20)
     neighbor_decay: float = Field(default=0.5, gt=0, le=1)
+    # tree: descend the memory tree, the `tree_topics` topics whose centroids are closest to
+    # the query, then their best `tree_leaves` items by similarity: a list that joins the
+    # candidates at tree_weight (after feedback; LoCoMo dev: weight 0.5 gained multi-hop but
+    # cost single-hop, 0.25 kept both)
+    tree_topics: int = Field(default=3, ge=1, le=100)
+    tree_leaves: int = Field(default=10, ge=1, le=10_000)
+    tree_weight: float = Field(default=0.25, ge=0)
+    # graph: the best `graph_seeds` hits bring the items linked to them (edges of
+    # graph_kinds) at the seed's score times graph_decay
+    graph_seeds: int = Field(default=5, ge=0)
+    graph_decay: float = Field(default=0.5, gt=0, le=1)
+    graph_kinds: list[str] = Field(
+        default_factory=lambda: ["same_entity", "before", "derived_from", "supersedes"]
+    )
 
 
 class ReaderConfig(BaseModel):
@@ -196,6 +210,39 @@ class CubeConfig(BaseModel):
     duplicate_similarity: float = Field(default=0.95, gt=0, le=1)
 
 
+class OrganizerConfig(BaseModel):
+    """The memory tree and graph (mnemic/operation/organizer): when it runs and its bounds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # background policy: after an add, an organize job is queued once this many active items
+    # of the scope wait outside the tree (0: only on demand, `mnemic reorganize`), and at
+    # least `growth` times the items already placed: a pass reads the whole scope, so passes
+    # grow apart as the scope grows and their total work stays linear in its size
+    every_adds: int = Field(default=20, ge=0)
+    growth: float = Field(default=0.1, ge=0, le=10)
+    # insertion: an item joins the topic whose centroid is closest if the cosine reaches
+    # topic_similarity, else it opens a topic of its own
+    topic_similarity: float = Field(default=0.5, ge=-1, le=1)
+    # a topic holding more items than this is split in two (2-means on its items' vectors)
+    max_topic_size: int = Field(default=40, ge=2)
+    # two topics whose centroids are this close merge, if the result fits max_topic_size
+    topic_merge_similarity: float = Field(default=0.85, ge=-1, le=1)
+    # near-duplicate items: same kind and speaker, cosine at least this; the later one is
+    # merged into the earlier (status merged, both in history). Raw turns and documents are
+    # records of what was said and are never merged
+    duplicate_similarity: float = Field(default=0.95, gt=0, le=1)
+    merge_kinds: list[str] = Field(
+        default_factory=lambda: ["fact", "event", "preference", "procedure", "summary"]
+    )
+    # graph: an entity named by more than this many items is too common to link by
+    entity_max_items: int = Field(default=30, ge=2)
+    # graph: same-entity edges from an item to at most this many items of other sessions
+    entity_links: int = Field(default=3, ge=0, le=100)
+    # summaries: the items closest to a topic's centroid, quoted (no LLM) or given to the LLM
+    summary_items: int = Field(default=3, ge=1, le=50)
+
+
 class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -230,6 +277,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    organizer: OrganizerConfig = Field(default_factory=OrganizerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     cube: CubeConfig = Field(default_factory=CubeConfig)
     max_text_chars: int = Field(default=100_000, ge=1)

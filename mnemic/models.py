@@ -53,6 +53,7 @@ class MemoryStatus(enum.StrEnum):
     ARCHIVED = "archived"
     SUPERSEDED = "superseded"
     DELETED = "deleted"
+    MERGED = "merged"  # a near-duplicate folded into another item (metadata["merged_into"])
 
 
 class Source(BaseModel):
@@ -134,6 +135,73 @@ class HistoryEntry(BaseModel):
     reason: str | None = None
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+
+
+class TopicNode(BaseModel):
+    """A node of a scope's memory tree: a topic over a cluster of items, with a summary.
+
+    The tree of a (user, cube) scope is its root, its topics and their items (the leaves);
+    ``size`` is how many items the topic holds, ``centroid`` their mean direction."""
+
+    id: str = Field(default_factory=new_id)
+    user_id: str
+    cube_id: str
+    title: str = ""
+    summary: str = ""
+    size: int = 0
+    version: int = 1
+    centroid: list[float] | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Edge(BaseModel):
+    """A graph cross-link between two items of one scope: ``src`` -kind-> ``dst``.
+
+    Kinds: ``same_entity`` (both name an entity), ``before`` (src happened before dst, the
+    next item naming the same entity), ``next_in_session`` (dst follows src in a session),
+    ``supersedes`` (src replaced dst), ``merged_into`` (src was folded into dst); with an LLM
+    also relations such as ``causes`` and ``supports``."""
+
+    user_id: str
+    cube_id: str
+    src: str
+    kind: str
+    dst: str
+    weight: float = 1.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TreeTopic(BaseModel):
+    """A topic of a scope's tree as the SDK shows it: the node and its items (leaves)."""
+
+    id: str
+    title: str
+    summary: str
+    size: int
+    version: int
+    updated_at: datetime
+    items: list[MemoryItem] = Field(default_factory=list)
+
+
+class MemoryTree(BaseModel):
+    """A scope's memory tree: its root (user, cube), the topics under it and their items;
+    ``unplaced`` counts the active items the organizer has not placed yet."""
+
+    user_id: str
+    cube_id: str
+    topics: list[TreeTopic] = Field(default_factory=list)
+    unplaced: int = 0
+
+
+class Link(BaseModel):
+    """An edge of the graph seen from one item: its kind, the direction (``out``: the item
+    is the source), and the item at the other end."""
+
+    kind: str
+    direction: str  # out | in
+    weight: float = 1.0
+    item: MemoryItem
 
 
 class SearchHit(BaseModel):

@@ -26,11 +26,14 @@ from mnemic.models import (
     ChatReply,
     CubeManifest,
     HistoryEntry,
+    Link,
     MemoryItem,
     MemoryKind,
     MemoryLayer,
     MemoryStatus,
+    MemoryTree,
     SearchHit,
+    TreeTopic,
     utcnow,
 )
 from mnemic.operation.jobs import JobQueue
@@ -47,6 +50,7 @@ from mnemic.operation.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from mnemic.infra.llm.base import LLM
+    from mnemic.operation.organizer import Organizer
 
 MAX_TOP_K = 1000
 MAX_TOKEN_BUDGET = 1_000_000
@@ -141,8 +145,11 @@ class Memory:
         )
         self._retriever: Retriever | None = None
         self._scheduler: Scheduler | None = None
+        self._organizer: Organizer | None = None
         # called with the stored items after every durable add (benchmarks, observers)
         self.listeners: list[Callable[[list[MemoryItem]], None]] = []
+        # items added through this process per scope since it last queued an organize job
+        self._unorganized: dict[tuple[str, str], int] = {}
         from mnemic.operation import wiring
 
         self.lifecycle = wiring.lifecycle(self.settings, self.store)
@@ -309,9 +316,32 @@ class Memory:
                 "actor": user_id,
             },
         )
+        self._organize_if_due(owner, cube, len(items))
         if wait:
             self.jobs.wait([job])
         return items
+
+    def _organize_if_due(self, owner: str, cube: str, added: int) -> int | None:
+        """Queue an organize job (it runs after the scope's extraction jobs) when the policy
+        says so (``organizer.every_adds``, ``growth``); the store is asked at the first add
+        of this process to the scope, then once per ``every_adds`` items added."""
+        from mnemic.operation import wiring
+        from mnemic.operation.organizer import job as organize
+
+        cfg = self.settings.organizer
+        if cfg.every_adds <= 0:
+            return None
+        key = (owner, cube)
+        since = self._unorganized.get(key)
+        if since is not None and since + added < cfg.every_adds:
+            self._unorganized[key] = since + added
+            return None
+        self._unorganized[key] = 0
+        if not organize.due(self.store, cfg, owner, cube):
+            return None
+        return self.jobs.submit(
+            wiring.ORGANIZE_JOB, wiring.job_scope(owner, cube), {"user_id": owner, "cube_id": cube}
+        )
 
     def add_document(
         self,
@@ -360,6 +390,7 @@ class Memory:
                 "actor": user_id,
             },
         )
+        self._organize_if_due(owner, cube, len(items))
         if wait:
             self.jobs.wait([job])
         return items
@@ -597,6 +628,95 @@ class Memory:
     def cubes(self, *, user_id: str) -> list[str]:
         _check_id(user_id, "user_id")
         return [c.cube_id for c in self.store.list_cubes(user_id)]
+
+    # ------------------------------------------------------------------ tree and graph
+
+    def reorganize(self, *, user_id: str, cube_id: str | None = None) -> dict[str, int]:
+        """Organize the cube now (after its pending jobs): place new items in the tree, merge
+        near-duplicates, split and merge topics, rewrite changed summaries, update the graph.
+        One transaction; returns what changed (all zero when it was in order)."""
+        from mnemic.operation import wiring
+
+        owner, cube = self._access(user_id, cube_id, write=True)
+        self.jobs.wait_scope(wiring.job_scope(owner, cube), self.settings.reader.search_wait_s)
+        report = self.organizer.run(owner, cube, actor=user_id)
+        self._unorganized[(owner, cube)] = 0
+        return report.as_dict()
+
+    @property
+    def organizer(self) -> Organizer:
+        if self._organizer is None:
+            from mnemic.operation import wiring
+
+            self._organizer = wiring.organizer(self.settings, self.store)
+        return self._organizer
+
+    def tree(
+        self, *, user_id: str, cube_id: str | None = None, items_per_topic: int | None = None
+    ) -> MemoryTree:
+        """The cube's memory tree: its topics (largest first) with their summaries and
+        their active items (the first ``items_per_topic`` of each in time; all when None),
+        and how many active items wait to be placed."""
+        if items_per_topic is not None and not 0 <= items_per_topic <= 10_000:
+            raise InvalidInput("items_per_topic must be within 0..10000 (or None: all)")
+        owner, cube = self._access(user_id, cube_id)
+        members = self.store.topic_members(owner, cube)
+        items = {
+            i.id: i
+            for i in self.store.get_items(owner, cube, list(members))
+            if i.status == MemoryStatus.ACTIVE
+        }
+        by_topic: dict[str, list[MemoryItem]] = {}
+        for item_id, topic_id in members.items():
+            if item_id in items:
+                by_topic.setdefault(topic_id, []).append(items[item_id])
+        topics = []
+        for t in self.store.topics(owner, cube):
+            leaves = sorted(
+                by_topic.get(t.id, []),
+                key=lambda i: (i.valid_from or i.recorded_at, i.recorded_at, i.id),
+            )
+            topics.append(
+                TreeTopic(
+                    id=t.id,
+                    title=t.title,
+                    summary=t.summary,
+                    size=len(leaves),
+                    version=t.version,
+                    updated_at=t.updated_at,
+                    items=leaves if items_per_topic is None else leaves[:items_per_topic],
+                )
+            )
+        topics.sort(key=lambda t: (-t.size, t.title, t.id))
+        active = self.store.count_items(owner, cube, ItemFilter())
+        return MemoryTree(
+            user_id=owner, cube_id=cube, topics=topics, unplaced=max(0, active - len(items))
+        )
+
+    def neighbors(
+        self,
+        item_id: str,
+        *,
+        user_id: str,
+        cube_id: str | None = None,
+        kinds: list[str] | None = None,
+    ) -> list[Link]:
+        """The items linked to ``item_id`` in the graph (same entity, before/after, same
+        session, supersedes, merged into, derived from...), optionally of ``kinds`` only."""
+        owner, cube = self._access(user_id, cube_id)
+        self._get(owner, cube, item_id)
+        edges = self.store.links(owner, cube, [item_id], kinds=tuple(kinds or ()))
+        others = {e.dst if e.src == item_id else e.src for e in edges}
+        found = {i.id: i for i in self.store.get_items(owner, cube, sorted(others))}
+        links = []
+        for e in edges:
+            out = e.src == item_id
+            other = found.get(e.dst if out else e.src)
+            if other is not None:
+                links.append(
+                    Link(kind=e.kind, direction="out" if out else "in", weight=e.weight, item=other)
+                )
+        return links
 
     # ------------------------------------------------------------------ cubes and sharing
 

@@ -281,6 +281,88 @@ def delete(
 
 
 @app.command()
+def tree(
+    user: UserOpt = "default",
+    cube: CubeOpt = None,
+    items: Annotated[
+        int, typer.Option(help="Items shown under each topic (0: titles and summaries only).")
+    ] = 5,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the memory tree: the cube, its topics with their summaries, their memories."""
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    with _memory(home, config) as mem:
+        view = mem.tree(user_id=user, cube_id=cube, items_per_topic=None if as_json else items)
+    if as_json:
+        _dump(view.model_dump(mode="json"))
+        return
+    root = Tree(
+        f"[bold]{escape(view.cube_id)}[/bold] ({view.user_id}): {len(view.topics)} topics"
+        + (f", {view.unplaced} memories not placed yet" if view.unplaced else "")
+    )
+    for topic in view.topics:
+        node = root.add(
+            f"[cyan]{escape(topic.title)}[/cyan] ({topic.size}) [dim]{topic.id[:8]}[/dim]\n"
+            f"[dim]{escape(topic.summary[:200])}[/dim]"
+        )
+        for item in topic.items:
+            who = f"{item.speaker}: " if item.speaker else ""
+            node.add(f"{item.id[:8]}  {escape(who + item.text[:90])}")
+        if 0 < len(topic.items) < topic.size:
+            node.add(f"[dim]... {topic.size - len(topic.items)} more[/dim]")
+    console.print(root)
+
+
+@app.command()
+def reorganize(
+    user: UserOpt = "default",
+    cube: CubeOpt = None,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Organize the cube now: place new memories in the tree, merge near-duplicates, split
+    and merge topics, rewrite changed summaries, update the graph (one transaction)."""
+    with _memory(home, config) as mem:
+        report = mem.reorganize(user_id=user, cube_id=cube)
+    if as_json:
+        _dump(report)
+        return
+    changes = ", ".join(
+        f"{k.replace('_', ' ')} {v}" for k, v in report.items() if v and k != "items"
+    )
+    console.print(f"[green]organized[/green] {report['items']} memories: {changes or 'no change'}")
+
+
+@app.command()
+def links(
+    item_id: str,
+    user: UserOpt = "default",
+    cube: CubeOpt = None,
+    kind: Annotated[
+        list[str] | None, typer.Option(help="Only edges of this kind (repeatable).")
+    ] = None,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The memories linked to one in the graph (same entity, before/after, session...)."""
+    with _memory(home, config) as mem:
+        found = mem.neighbors(item_id, user_id=user, cube_id=cube, kinds=kind)
+    if as_json:
+        _dump([link.model_dump(mode="json") for link in found])
+        return
+    table = Table("kind", "dir", "id", "text")
+    for link in found:
+        table.add_row(link.kind, link.direction, link.item.id[:8], link.item.text[:80])
+    console.print(table)
+
+
+@app.command()
 def backup(
     dest: Annotated[Path, typer.Argument(help="A new folder for the backup.")],
     home: HomeOpt = None,
@@ -627,8 +709,12 @@ def bench_scheduler(
     conversations = load_conversations(path)
     total = sum(len(qs) for c in conversations for qs in bench.schedule(c).values())
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     ) as bar:
         task = bar.add_task("replay and ask", total=total)
         report = bench.run(
@@ -643,7 +729,9 @@ def bench_scheduler(
         table.add_column(column, justify="left" if column == "policy" else "right")
     for row in report["rows"]:
         table.add_row(
-            row["policy"], str(row["capacity"]), f"{row['hit_rate']:.3f}",
+            row["policy"],
+            str(row["capacity"]),
+            f"{row['hit_rate']:.3f}",
             f"{row['all_evidence_held']:.3f}",
             *(f"{row['by_category'].get(c, 0.0):.3f}" for c in bench.CATEGORIES_ORDER),
         )
@@ -823,7 +911,8 @@ def print_locomo(report: dict[str, Any]) -> None:
 
 def print_ablation(report: dict[str, Any]) -> None:
     table = Table(title="Ablation: each row searches the same store with another recipe")
-    for column in ("variant", "all@10", "all@500t", "all@1kt", "all@2kt", "multi@1kt", "p50 ms"):
+    columns = ("variant", "all@10", "all@500t", "all@1kt", "all@2kt", "multi@10", "multi@1kt")
+    for column in (*columns, "p50 ms"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for name, row in report["ablation"].items():
         table.add_row(
@@ -837,7 +926,10 @@ def print_ablation(report: dict[str, Any]) -> None:
                     "recall_all@2000tok",
                 )
             ),
-            f"{row['multi-hop@1000tok']:.3f}" if row["multi-hop@1000tok"] is not None else "",
+            *(
+                f"{row[k]:.3f}" if row.get(k) is not None else ""
+                for k in ("multi-hop@10", "multi-hop@1000tok")
+            ),
             f"{row['search_p50_ms']:.1f}",
         )
     console.print(table)

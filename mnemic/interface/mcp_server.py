@@ -124,6 +124,43 @@ def build_server(memory: Memory, user_id: str) -> MCPServer:
         return {"deleted": item_id}
 
     @server.tool()
+    def memory_tree(cube_id: str | None = None, items_per_topic: int = 5) -> dict[str, Any]:
+        """The memory organized by topic: each topic's title, summary, size and its first
+        memories (``items_per_topic``), largest topics first."""
+        try:
+            view = memory.tree(
+                user_id=user_id, cube_id=cube_id, items_per_topic=max(0, items_per_topic)
+            )
+        except MnemicError as exc:
+            raise sdk_errors(exc) from exc
+        return {
+            "cube_id": view.cube_id,
+            "unplaced": view.unplaced,
+            "topics": [
+                {
+                    "id": t.id,
+                    "title": t.title,
+                    "summary": t.summary,
+                    "size": t.size,
+                    "items": [_item(i) for i in t.items],
+                }
+                for t in view.topics
+            ],
+        }
+
+    @server.tool()
+    def linked_memories(
+        item_id: str, kinds: list[str] | None = None, cube_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The memories linked to one (same entity, before/after, same session, supersedes,
+        derived from...), each with the link's kind (``link``) and ``direction``."""
+        try:
+            found = memory.neighbors(item_id, user_id=user_id, cube_id=cube_id, kinds=kinds)
+        except MnemicError as exc:
+            raise sdk_errors(exc) from exc
+        return [{**_item(x.item), "link": x.kind, "direction": x.direction} for x in found]
+
+    @server.tool()
     def list_cubes() -> list[dict[str, str]]:
         """The memory cubes this server's user owns and those shared with them."""
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from mnemic.config import LifecycleConfig, Settings
 from mnemic.errors import ConfigError
@@ -14,8 +15,22 @@ from mnemic.models import MemoryItem, MemoryStatus
 from mnemic.operation.extraction import JOB_KIND, ExtractionJob, Extractor
 from mnemic.operation.jobs import InProcessQueue, JobQueue
 from mnemic.operation.lifecycle import Lifecycle
+from mnemic.operation.organizer import Organizer
+from mnemic.operation.organizer.job import JOB_KIND as ORGANIZE_JOB
+from mnemic.operation.organizer.job import OrganizeJob
 
-__all__ = ["JOB_KIND", "expire", "job_scope", "lifecycle", "start_jobs", "version_chain"]
+if TYPE_CHECKING:
+    from mnemic.infra.llm.base import LLM
+
+__all__ = [
+    "JOB_KIND",
+    "ORGANIZE_JOB",
+    "expire",
+    "job_scope",
+    "lifecycle",
+    "start_jobs",
+    "version_chain",
+]
 
 
 def job_scope(user_id: str, cube_id: str) -> str:
@@ -65,8 +80,23 @@ def start_jobs(
         db = settings.db_path
         queue = InProcessQueue(db.with_name(db.name + ".jobs"), worker=background)
     queue.register(JOB_KIND, ExtractionJob(store, embedder, extractor(settings, lc), lc))
+    queue.register(ORGANIZE_JOB, OrganizeJob(organizer(settings, store)))
     queue.start()
     return queue
+
+
+def organizer(settings: Settings, store: Store) -> Organizer:
+    """The tree and graph organizer; summaries by the configured LLM, if any (made on the
+    first pass that writes one), else extractive."""
+
+    def llm() -> LLM | None:
+        if settings.llm.backend == "none":
+            return None
+        from mnemic.infra.llm import get_llm
+
+        return get_llm(settings.llm)
+
+    return Organizer(store, settings.organizer, llm_factory=llm)
 
 
 def with_ttl(items: list[MemoryItem], config: LifecycleConfig) -> list[MemoryItem]:

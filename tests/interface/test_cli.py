@@ -129,3 +129,35 @@ def test_bad_input_on_the_command_line_is_refused_with_a_clear_error(tmp_path: P
         assert len(out.stderr.strip()) > 10, args  # says what is wrong
     listed = mnemic(home, "list", "--user", "ana", "--json")
     assert listed.returncode != 0 or json.loads(listed.stdout) == []  # nothing was stored
+
+
+def test_reorganize_tree_and_links(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    messages = tmp_path / "talk.json"
+    messages.write_text(
+        json.dumps(
+            [
+                {"speaker": "Ana", "content": "We adopted a puppy called Rex last week."},
+                {"speaker": "Bo", "content": "Rex is a great name! What breed is he?"},
+                {"speaker": "Ana", "content": "A beagle. We walk him by the river every day."},
+            ]
+        )
+    )
+    out = mnemic(
+        home, "add", "--messages", str(messages), "--user", "ana", "--session", "s1", "--json"
+    )
+    assert out.returncode == 0, out.stderr
+    first = json.loads(out.stdout)[0]["id"]
+    out = mnemic(home, "reorganize", "--user", "ana", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["placed"] == report["items"] >= 3 and report["topics_written"] >= 1
+    again = json.loads(mnemic(home, "reorganize", "--user", "ana", "--json").stdout)
+    assert again["placed"] == again["moved"] == again["topics_written"] == 0
+    view = json.loads(mnemic(home, "tree", "--user", "ana", "--json").stdout)
+    assert view["unplaced"] == 0
+    assert sum(t["size"] for t in view["topics"]) == report["items"]
+    printed = mnemic(home, "tree", "--user", "ana")
+    assert printed.returncode == 0 and "ana/default" in printed.stdout and "Rex" in printed.stdout
+    links = json.loads(mnemic(home, "links", first, "--user", "ana", "--json").stdout)
+    assert any(x["kind"] == "next_in_session" and x["direction"] == "out" for x in links)

@@ -14,7 +14,15 @@ from mcp import Client, StdioServerParameters
 
 from mnemic import Memory, load_settings
 
-TOOLS = {"add_memory", "search_memory", "get_memory", "delete_memory", "list_cubes"}
+TOOLS = {
+    "add_memory",
+    "search_memory",
+    "get_memory",
+    "delete_memory",
+    "list_cubes",
+    "memory_tree",
+    "linked_memories",
+}
 
 
 def _data(result: Any) -> Any:
@@ -30,6 +38,13 @@ def test_every_tool_over_stdio(tmp_path: Path, embedder: object) -> None:
     home = tmp_path / "home"
     with Memory(load_settings(home=home), embedder=embedder) as mem:  # type: ignore[arg-type]
         (secret,) = mem.add("bob's safe code is 4812", user_id="bob")
+        trains = mem.add(
+            ["The night train to Vienna was late.", "We took the tram to the station."],
+            user_id="ana",
+            session_id="s0",
+            wait=True,
+        )
+        mem.reorganize(user_id="ana")
     env = {
         **os.environ,
         "MNEMIC_HOME": str(home),
@@ -58,6 +73,10 @@ def test_every_tool_over_stdio(tmp_path: Path, embedder: object) -> None:
             item_id = out["added"][0]["id"]
             out["got"] = _data(await client.call_tool("get_memory", {"item_id": item_id}))
             out["cubes"] = _data(await client.call_tool("list_cubes", {}))
+            out["tree"] = _data(await client.call_tool("memory_tree", {"items_per_topic": 1}))
+            out["links"] = _data(
+                await client.call_tool("linked_memories", {"item_id": trains[0].id})
+            )
             out["deleted"] = _data(await client.call_tool("delete_memory", {"item_id": item_id}))
             out["after"] = _data(await client.call_tool("search_memory", {"query": "cat Miso"}))
             out["missing"] = await client.call_tool("get_memory", {"item_id": "nope"})
@@ -77,7 +96,13 @@ def test_every_tool_over_stdio(tmp_path: Path, embedder: object) -> None:
     assert out["got"]["id"] == out["added"][0]["id"]
     assert out["cubes"] == [{"cube_id": "ana/default", "access": "owner"}]
     assert out["deleted"] == {"deleted": out["added"][0]["id"]}
-    assert all("Miso" not in h["text"] for h in out["after"]["hits"])
+    placed = sum(t["size"] for t in out["tree"]["topics"])
+    assert placed >= 2 and out["tree"]["cube_id"] == "ana/default"  # the trains, at least
+    assert all(len(t["items"]) <= 1 and t["summary"] for t in out["tree"]["topics"])
+    assert any(
+        (x["link"], x["direction"], x["id"]) == ("next_in_session", "out", trains[1].id)
+        for x in out["links"]
+    )
     assert out["missing"].is_error and "NotFound" in out["missing"].content[0].text
     assert out["other"].is_error and "AccessDenied" in out["other"].content[0].text
     with Memory(load_settings(home=home), embedder=embedder) as mem:  # type: ignore[arg-type]

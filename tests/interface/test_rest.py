@@ -71,6 +71,9 @@ ROUTES = [
     ("DELETE", "/v1/memories/{item_id}"),
     ("GET", "/v1/memories/{item_id}/history"),
     ("GET", "/v1/memories/{item_id}/versions"),
+    ("GET", "/v1/memories/{item_id}/links"),
+    ("GET", "/v1/tree"),
+    ("POST", "/v1/tree/reorganize"),
     ("GET", "/v1/jobs/failed"),
     ("POST", "/v1/jobs/wait"),
     ("POST", "/v1/chat"),
@@ -256,6 +259,7 @@ def test_one_tenant_never_reaches_another_through_any_endpoint(
         lambda: ana.get(secret.id),
         lambda: ana.history(secret.id),
         lambda: ana.versions(secret.id),
+        lambda: ana.neighbors(secret.id),
         lambda: ana.update(secret.id, text="hacked"),
         lambda: ana.delete(secret.id),
         lambda: ana.delete(secret.id, purge=True),
@@ -267,6 +271,9 @@ def test_one_tenant_never_reaches_another_through_any_endpoint(
             lambda c=cube, i=item: ana.get(i.id, cube_id=c),
             lambda c=cube, i=item: ana.history(i.id, cube_id=c),
             lambda c=cube, i=item: ana.versions(i.id, cube_id=c),
+            lambda c=cube, i=item: ana.neighbors(i.id, cube_id=c),
+            lambda c=cube: ana.tree(cube_id=c),
+            lambda c=cube: ana.reorganize(cube_id=c),
             lambda c=cube: ana.failed_jobs(cube_id=c),
             lambda c=cube: ana.wait(cube_id=c, timeout=1),
             lambda c=cube, i=item: ana.update(i.id, cube_id=c, text="hacked"),
@@ -372,6 +379,42 @@ def test_rate_limit_per_key(tmp_path: Path, embedder: object) -> None:
             ana.whoami()
         assert caught.value.retry_after and caught.value.retry_after >= 1
         assert Client(srv.url, api_key=bob_key).whoami() == "bob"  # buckets are per key
+
+
+def test_tree_and_links_endpoints(server: ThreadedServer, admin: Client) -> None:
+    key = admin.create_user("ana")
+    ana = Client(server.url, api_key=key)
+    turns = [
+        {"speaker": "Ana", "content": "We adopted a puppy called Rex."},
+        {"speaker": "Bo", "content": "Rex! What breed?"},
+        {"speaker": "Ana", "content": "A beagle; we walk him by the river."},
+    ]
+    first, second, _ = ana.add(turns, session_id="s1")
+    report = ana.reorganize()
+    assert report["placed"] == report["items"] >= 3
+    assert ana.reorganize()["placed"] == 0
+    view = ana.tree()
+    assert view.cube_id == "ana/default" and view.unplaced == 0
+    assert sum(t.size for t in view.topics) == report["items"] and view.topics[0].summary
+    links = ana.neighbors(first.id)
+    assert any(x.kind == "next_in_session" and x.item.id == second.id for x in links)
+    back = ana.neighbors(second.id, kinds=["next_in_session"])
+    assert {x.direction for x in back} == {"in", "out"}
+    assert ana.neighbors(second.id, kinds=["no_such_kind"]) == []
+
+    async def run() -> tuple[Any, Any]:
+        async with AsyncClient(server.url, api_key=key) as a:
+            return await a.tree(), await a.neighbors(first.id, kinds=["next_in_session"])
+
+    tree, out = asyncio.run(run())
+    assert tree == view and [x.item.id for x in out] == [second.id]
+    short = ana.tree(items_per_topic=1)
+    assert [t.size for t in short.topics] == [t.size for t in view.topics]
+    assert all(len(t.items) == min(1, t.size) for t in short.topics)
+    with pytest.raises(InvalidInput):
+        ana.tree(items_per_topic=-1)
+    with pytest.raises(NotFound):
+        ana.neighbors("nope")
 
 
 def test_async_client(server: ThreadedServer, admin: Client) -> None:

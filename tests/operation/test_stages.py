@@ -176,3 +176,48 @@ def test_dedup_keeps_one_of_items_that_say_the_same(memory: Memory) -> None:
     hits = memory.search("where do I live", user_id="u", top_k=3)
     assert sum("live in" in h.item.text.lower() for h in hits) == 1
     assert any("duplicate" in h.why for h in hits)
+
+
+def test_tree_stage_descends_to_the_topic_of_the_query(memory: Memory) -> None:
+    memory.add(
+        [
+            "I planted tomatoes and basil in the vegetable garden.",
+            "The lemon tree in my backyard finally has fruit.",
+            "The night train to Vienna was two hours late.",
+        ],
+        user_id="u",
+        session_id="s1",
+    )
+    memory.settings = memory.settings.model_copy(
+        update={"organizer": memory.settings.organizer.model_copy(update={"topic_similarity": 0})}
+    )
+    assert memory.reorganize(user_id="u")["placed"] == 3
+    recipe(memory, "bm25", "fusion")
+    plain = memory.search("tomatoes", user_id="u", top_k=5)
+    assert [h.item.text[:14] for h in plain] == ["I planted toma"]
+    recipe(memory, "bm25", "fusion", "tree", tree_leaves=2, tree_weight=0.25)
+    hits = memory.search("tomatoes", user_id="u", top_k=5)
+    assert hits[0].item.text.startswith("I planted")  # the word match stays first
+    lemon = [h for h in hits if h.item.text.startswith("The lemon")]
+    assert lemon and "under topic" in lemon[0].why and lemon[0].stages["tree_rank"] == 2
+    assert not any(h.item.text.startswith("The night") for h in hits)  # beyond tree_leaves
+    filtered = memory.search("tomatoes", user_id="u", filters={"session_id": "other"})
+    assert filtered == []
+
+
+def test_graph_stage_follows_edges_from_strong_hits(memory: Memory) -> None:
+    memory.add("We met Oscar at the harbour market.", user_id="u", session_id="s1")
+    memory.add("Later that month Oscar sold us his old sailboat.", user_id="u", session_id="s2")
+    memory.add("The weather was grey all week.", user_id="u", session_id="s3")
+    memory.reorganize(user_id="u")
+    recipe(memory, "bm25", "fusion")
+    assert [h.item.session_id for h in memory.search("harbour market", user_id="u")] == ["s1"]
+    recipe(memory, "bm25", "fusion", "graph", graph_kinds=["same_entity"], graph_decay=0.5)
+    hits = memory.search("harbour market", user_id="u")
+    assert [h.item.session_id for h in hits] == ["s1", "s2"]
+    assert "linked to a strong hit (same_entity)" in hits[1].why
+    assert hits[1].score == hits[0].score * 0.5
+    recipe(memory, "bm25", "fusion", "graph", graph_kinds=["before"])
+    assert len(memory.search("harbour market", user_id="u")) == 2  # Oscar: s1 before s2
+    only_s1 = memory.search("harbour market", user_id="u", filters={"session_id": "s1"})
+    assert [h.item.session_id for h in only_s1] == ["s1"]

@@ -14,7 +14,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mnemic.models import CubeManifest, HistoryEntry, MemoryItem, MemoryKind, MemoryStatus
+from mnemic.models import (
+    CubeManifest,
+    Edge,
+    HistoryEntry,
+    MemoryItem,
+    MemoryKind,
+    MemoryStatus,
+    TopicNode,
+    as_utc,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,34 @@ class ItemFilter:
         return cls(statuses=(), **kwargs)  # type: ignore[arg-type]
 
 
+def item_matches(item: MemoryItem, flt: ItemFilter) -> bool:
+    """Whether an item passes the filter, as the stores' SQL decides it (for items reached
+    without a filtered query: tree leaves, graph neighbours)."""
+
+    def utc(value: datetime | None) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    start, end = utc(item.valid_from), utc(item.valid_to)
+    return (
+        (not flt.statuses or item.status in flt.statuses)
+        and (not flt.kinds or item.kind in flt.kinds)
+        and (flt.session_id is None or item.session_id == flt.session_id)
+        and (flt.agent_id is None or item.agent_id == flt.agent_id)
+        and (flt.speaker is None or item.speaker == flt.speaker)
+        and all(tag in item.tags for tag in flt.tags)
+        and (flt.valid_after is None or (start is not None and start >= utc(flt.valid_after)))  # type: ignore[operator]
+        and (flt.valid_before is None or (start is not None and start < utc(flt.valid_before)))  # type: ignore[operator]
+        and (
+            flt.as_of is None
+            or (
+                (start is None or start <= utc(flt.as_of))  # type: ignore[operator]
+                and (end is None or end > utc(flt.as_of))  # type: ignore[operator]
+            )
+        )
+        and (flt.known_at is None or utc(item.recorded_at) <= utc(flt.known_at))  # type: ignore[operator]
+    )
+
+
 @dataclass(frozen=True)
 class Grant:
     """Access to a cube given by its owner to another user: ``read`` or ``write``."""
@@ -54,6 +91,52 @@ class Scored:
     item_id: str
     score: float
     extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ItemChange:
+    """A new state of a stored item inside a :class:`TreeChange`, checked against
+    ``expected_version``; history records ``action`` and ``reason`` (before and after)."""
+
+    item: MemoryItem
+    expected_version: int
+    action: str
+    reason: str | None = None
+
+
+@dataclass
+class TreeChange:
+    """One step of organizing a scope, applied by :meth:`Store.organize` in one transaction:
+    item changes (merges), topics written or dropped, items placed under a topic or taken
+    out of the tree, edges added or dropped, and history rows for topics.
+
+    Placing an item already under another topic is a move: its history gets a ``move`` row
+    (before and after: ``{"topic_id": ...}``) with ``move_reason``."""
+
+    user_id: str
+    cube_id: str
+    items: list[ItemChange] = field(default_factory=list)
+    topics: list[TopicNode] = field(default_factory=list)  # inserted or replaced (by id)
+    drop_topics: list[str] = field(default_factory=list)
+    place: dict[str, str] = field(default_factory=dict)  # item id -> topic id
+    unplace: list[str] = field(default_factory=list)  # item ids taken out of the tree
+    add_edges: list[Edge] = field(default_factory=list)
+    drop_edges: list[tuple[str, str, str]] = field(default_factory=list)  # (src, kind, dst)
+    # history rows about topics: (topic id, action, reason, details)
+    notes: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
+    move_reason: str | None = None
+
+    def empty(self) -> bool:
+        return not (
+            self.items
+            or self.topics
+            or self.drop_topics
+            or self.place
+            or self.unplace
+            or self.add_edges
+            or self.drop_edges
+            or self.notes
+        )
 
 
 class Store(Protocol):
@@ -184,6 +267,36 @@ class Store(Protocol):
         k: int,
         flt: ItemFilter = ItemFilter(),
     ) -> list[Scored]: ...
+
+    # the memory tree and the graph (store migration 3)
+    def topics(self, user_id: str, cube_id: str) -> list[TopicNode]:
+        """The scope's topic nodes with their centroids, ``size`` counting their items; by
+        creation then id."""
+        ...
+
+    def topic_members(
+        self, user_id: str, cube_id: str, topic_ids: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        """item id -> topic id for the items placed in the tree (under ``topic_ids`` only,
+        when given)."""
+        ...
+
+    def links(
+        self,
+        user_id: str,
+        cube_id: str,
+        ids: Sequence[str] | None = None,
+        kinds: Sequence[str] = (),
+    ) -> list[Edge]:
+        """The graph edges touching any of ``ids`` (as source or target; every edge of the
+        scope when None), of the given ``kinds`` (all when empty); by source, kind, target."""
+        ...
+
+    def organize(self, change: TreeChange, *, actor: str) -> None:
+        """Apply one organizing step in one transaction: a crash leaves the old state or the
+        new one, never a mix. Raises ``Conflict`` (nothing applied) when an item is no longer
+        at its expected version."""
+        ...
 
     def backup(self, dest: str | Path) -> dict[str, Any]:
         """Write an online, consistent copy of the store to ``dest``; returns its manifest."""

@@ -43,17 +43,19 @@ from mnemic.errors import (
     SchemaTooNew,
     StoreError,
 )
-from mnemic.infra.store.base import Grant, ItemFilter, Scored
+from mnemic.infra.store.base import Grant, ItemFilter, Scored, TreeChange
 from mnemic.infra.text import STOPWORDS
 from mnemic.models import (
     SCHEMA_VERSION,
     CubeManifest,
+    Edge,
     HistoryEntry,
     MemoryItem,
     MemoryKind,
     MemoryLayer,
     MemoryStatus,
     Source,
+    TopicNode,
     utcnow,
 )
 
@@ -167,6 +169,41 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (cube_id, grantee)
     );
     CREATE INDEX grants_grantee ON grants (grantee);
+    """,
+    # 3: the memory tree (topics over items) and the graph of cross-links between items;
+    # per-user tables: (user_id, cube_id) lead every key, no foreign keys (Citus-ready)
+    """
+    CREATE TABLE topics (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        centroid BYTEA,
+        version INTEGER NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (user_id, cube_id, id)
+    );
+    CREATE TABLE topic_members (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        topic_id TEXT NOT NULL,
+        PRIMARY KEY (user_id, cube_id, item_id)
+    );
+    CREATE INDEX topic_members_topic ON topic_members (user_id, cube_id, topic_id);
+    CREATE TABLE edges (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        src TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        dst TEXT NOT NULL,
+        weight DOUBLE PRECISION NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (user_id, cube_id, src, kind, dst)
+    );
+    CREATE INDEX edges_dst ON edges (user_id, cube_id, dst);
     """,
 ]
 
@@ -738,63 +775,76 @@ class PostgresStore:
         vectors = self._check_vectors(None if vector is None else vector[None, :], 1)
 
         def work(db: psycopg.Connection[Any]) -> MemoryItem:
-            # lock the scope row first, as add and purge do: one lock order for all writers
-            scope_row = db.execute(
-                "SELECT 1 FROM scopes WHERE user_id = %s AND cube_id = %s FOR UPDATE",
-                (item.user_id, item.cube_id),
-            ).fetchone()
-            row = db.execute(
-                f"{_SELECT}, i.embedding IS NOT NULL AS has_vector FROM items i "
-                "WHERE i.user_id = %s AND i.cube_id = %s AND i.id = %s FOR UPDATE",
-                (item.user_id, item.cube_id, item.id),
-            ).fetchone()
-            if row is None or scope_row is None:
-                raise NotFound(f"no item {item.id} in cube {item.cube_id} of user {item.user_id}")
-            old = row_to_item(row)
-            if expected_version is not None and old.version != expected_version:
-                raise Conflict(
-                    f"item {item.id} is at version {old.version}, not {expected_version}; "
-                    "re-read it and apply the change again"
-                )
-            new = item.model_copy(update={"updated_at": utcnow()})
-            self._count_tokens(db, item.user_id, item.cube_id, [item.id], -1)
-            params = item_params(new)
-            settable = [c for c in ITEM_COLUMNS if c not in ("id", "user_id", "cube_id")]
-            assignments = ", ".join(f"{c} = %({c})s" for c in settable)
-            if vectors is not None:
-                assignments += ", embedding = %(embedding)s::vector"
-                params["embedding"] = vector_literal(vectors[0])
-            db.execute(
-                f"UPDATE items SET {assignments} "
-                "WHERE user_id = %(user_id)s AND cube_id = %(cube_id)s AND id = %(id)s",
-                params,
-            )
-            self._count_tokens(db, item.user_id, item.cube_id, [item.id], +1)
-            added_vector = int(vectors is not None and not row["has_vector"])
-            db.execute(
-                "UPDATE scopes SET generation = generation + 1, vectors = vectors + %s "
-                "WHERE user_id = %s AND cube_id = %s",
-                (added_vector, item.user_id, item.cube_id),
-            )
-            db.execute(
-                "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, reason, "
-                "before, after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    new.user_id,
-                    new.cube_id,
-                    new.id,
-                    action,
-                    actor,
-                    new.updated_at,
-                    reason,
-                    _public(old),
-                    _public(new),
-                ),
-            )
-            return new
+            return self._update_in(db, item, vectors, actor, action, reason, expected_version)
 
         result: MemoryItem = self._retrying(work)
         return result
+
+    def _update_in(
+        self,
+        db: psycopg.Connection[Any],
+        item: MemoryItem,
+        vectors: np.ndarray | None,
+        actor: str,
+        action: str,
+        reason: str | None,
+        expected_version: int | None,
+    ) -> MemoryItem:
+        """Replace a stored item inside the caller's transaction, with its history row."""
+        # lock the scope row first, as add and purge do: one lock order for all writers
+        scope_row = db.execute(
+            "SELECT 1 FROM scopes WHERE user_id = %s AND cube_id = %s FOR UPDATE",
+            (item.user_id, item.cube_id),
+        ).fetchone()
+        row = db.execute(
+            f"{_SELECT}, i.embedding IS NOT NULL AS has_vector FROM items i "
+            "WHERE i.user_id = %s AND i.cube_id = %s AND i.id = %s FOR UPDATE",
+            (item.user_id, item.cube_id, item.id),
+        ).fetchone()
+        if row is None or scope_row is None:
+            raise NotFound(f"no item {item.id} in cube {item.cube_id} of user {item.user_id}")
+        old = row_to_item(row)
+        if expected_version is not None and old.version != expected_version:
+            raise Conflict(
+                f"item {item.id} is at version {old.version}, not {expected_version}; "
+                "re-read it and apply the change again"
+            )
+        new = item.model_copy(update={"updated_at": utcnow()})
+        self._count_tokens(db, item.user_id, item.cube_id, [item.id], -1)
+        params = item_params(new)
+        settable = [c for c in ITEM_COLUMNS if c not in ("id", "user_id", "cube_id")]
+        assignments = ", ".join(f"{c} = %({c})s" for c in settable)
+        if vectors is not None:
+            assignments += ", embedding = %(embedding)s::vector"
+            params["embedding"] = vector_literal(vectors[0])
+        db.execute(
+            f"UPDATE items SET {assignments} "
+            "WHERE user_id = %(user_id)s AND cube_id = %(cube_id)s AND id = %(id)s",
+            params,
+        )
+        self._count_tokens(db, item.user_id, item.cube_id, [item.id], +1)
+        added_vector = int(vectors is not None and not row["has_vector"])
+        db.execute(
+            "UPDATE scopes SET generation = generation + 1, vectors = vectors + %s "
+            "WHERE user_id = %s AND cube_id = %s",
+            (added_vector, item.user_id, item.cube_id),
+        )
+        db.execute(
+            "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, reason, "
+            "before, after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                new.user_id,
+                new.cube_id,
+                new.id,
+                action,
+                actor,
+                new.updated_at,
+                reason,
+                _public(old),
+                _public(new),
+            ),
+        )
+        return new
 
     def purge_item(self, user_id: str, cube_id: str, item_id: str, *, actor: str) -> None:
         def work(db: psycopg.Connection[Any]) -> None:
@@ -814,6 +864,15 @@ class PostgresStore:
                 "UPDATE scopes SET generation = generation + 1, items = items - 1, "
                 "vectors = vectors - %s WHERE user_id = %s AND cube_id = %s",
                 (int(row["has_vector"]), user_id, cube_id),
+            )
+            # the tree and the graph only ever reference items that exist
+            db.execute(
+                "DELETE FROM topic_members WHERE user_id = %s AND cube_id = %s AND item_id = %s",
+                (user_id, cube_id, item_id),
+            )
+            db.execute(
+                "DELETE FROM edges WHERE user_id = %s AND cube_id = %s AND (src = %s OR dst = %s)",
+                (user_id, cube_id, item_id, item_id),
             )
             # the content goes from history too: a purge is the owner's request to forget
             db.execute(
@@ -941,6 +1000,240 @@ class PostgresStore:
             )
             for r in rows
         ]
+
+    # ------------------------------------------------------------------ tree and graph
+
+    def topics(self, user_id: str, cube_id: str) -> list[TopicNode]:
+        rows = self._read(
+            "SELECT t.*, (SELECT count(*) FROM topic_members m WHERE m.user_id = t.user_id "
+            "AND m.cube_id = t.cube_id AND m.topic_id = t.id) AS size FROM topics t "
+            "WHERE t.user_id = %s AND t.cube_id = %s ORDER BY t.created_at, t.id",
+            (user_id, cube_id),
+        )
+        return [
+            TopicNode.model_construct(
+                id=r["id"],
+                user_id=r["user_id"],
+                cube_id=r["cube_id"],
+                title=r["title"],
+                summary=r["summary"],
+                size=int(r["size"]),
+                version=int(r["version"]),
+                centroid=None
+                if r["centroid"] is None
+                else np.frombuffer(bytes(r["centroid"]), dtype=np.float32).tolist(),
+                created_at=r["created_at"].astimezone(UTC),
+                updated_at=r["updated_at"].astimezone(UTC),
+            )
+            for r in rows
+        ]
+
+    def topic_members(
+        self, user_id: str, cube_id: str, topic_ids: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        sql = "SELECT item_id, topic_id FROM topic_members WHERE user_id = %s AND cube_id = %s"
+        params: list[Any] = [user_id, cube_id]
+        if topic_ids is not None:
+            sql += " AND topic_id = ANY(%s)"
+            params.append(list(dict.fromkeys(topic_ids)))
+        rows = self._read(sql + " ORDER BY item_id", params)
+        return {r["item_id"]: r["topic_id"] for r in rows}
+
+    def links(
+        self,
+        user_id: str,
+        cube_id: str,
+        ids: Sequence[str] | None = None,
+        kinds: Sequence[str] = (),
+    ) -> list[Edge]:
+        sql = "SELECT * FROM edges WHERE user_id = %s AND cube_id = %s"
+        params: list[Any] = [user_id, cube_id]
+        if kinds:
+            sql += " AND kind = ANY(%s)"
+            params.append(list(kinds))
+        if ids is not None:
+            wanted = list(dict.fromkeys(ids))
+            sql += " AND (src = ANY(%s) OR dst = ANY(%s))"
+            params.extend([wanted, wanted])
+        rows = self._read(sql + " ORDER BY src, kind, dst", params)
+        return [
+            Edge.model_construct(
+                user_id=r["user_id"],
+                cube_id=r["cube_id"],
+                src=r["src"],
+                kind=r["kind"],
+                dst=r["dst"],
+                weight=float(r["weight"]),
+                created_at=r["created_at"].astimezone(UTC),
+            )
+            for r in rows
+        ]
+
+    def organize(self, change: TreeChange, *, actor: str) -> None:
+        if change.empty():
+            return
+        user_id, cube_id = change.user_id, change.cube_id
+        scope = (user_id, cube_id)
+        if any((c.item.user_id, c.item.cube_id) != scope for c in change.items) or any(
+            (t.user_id, t.cube_id) != scope for t in change.topics
+        ):
+            raise InvalidInput("an organizing step works on one scope: its own items and topics")
+        now = utcnow()
+
+        def work(db: psycopg.Connection[Any]) -> None:
+            # the scope row first, as every writer: one lock order
+            db.execute(
+                "SELECT 1 FROM scopes WHERE user_id = %s AND cube_id = %s FOR UPDATE",
+                (user_id, cube_id),
+            )
+            for c in change.items:
+                self._update_in(db, c.item, None, actor, c.action, c.reason, c.expected_version)
+            if change.drop_topics:
+                db.execute(
+                    "DELETE FROM topics WHERE user_id = %s AND cube_id = %s AND id = ANY(%s)",
+                    (user_id, cube_id, list(change.drop_topics)),
+                )
+            with db.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO topics(user_id, cube_id, id, title, summary, centroid, version, "
+                    "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (user_id, cube_id, id) DO UPDATE SET title = excluded.title, "
+                    "summary = excluded.summary, centroid = excluded.centroid, "
+                    "version = excluded.version, updated_at = excluded.updated_at",
+                    [
+                        (
+                            user_id,
+                            cube_id,
+                            t.id,
+                            t.title,
+                            t.summary,
+                            None
+                            if t.centroid is None
+                            else np.asarray(t.centroid, dtype=np.float32).tobytes(),
+                            t.version,
+                            t.created_at,
+                            t.updated_at,
+                        )
+                        for t in change.topics
+                    ],
+                )
+            if change.unplace:
+                db.execute(
+                    "DELETE FROM topic_members WHERE user_id = %s AND cube_id = %s "
+                    "AND item_id = ANY(%s)",
+                    (user_id, cube_id, list(change.unplace)),
+                )
+            if change.place:
+                placed = sorted(change.place)
+                before = {
+                    r["item_id"]: r["topic_id"]
+                    for r in db.execute(
+                        "SELECT item_id, topic_id FROM topic_members WHERE user_id = %s "
+                        "AND cube_id = %s AND item_id = ANY(%s) FOR UPDATE",
+                        (user_id, cube_id, placed),
+                    ).fetchall()
+                }
+                changed = [i for i in placed if before.get(i) != change.place[i]]
+                with db.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO topic_members(user_id, cube_id, item_id, topic_id) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, cube_id, item_id) "
+                        "DO UPDATE SET topic_id = excluded.topic_id",
+                        [(user_id, cube_id, i, change.place[i]) for i in changed],
+                    )
+                    cur.executemany(
+                        "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, "
+                        "reason, before, after) VALUES (%s, %s, %s, 'move', %s, %s, %s, %s, %s)",
+                        [
+                            (
+                                user_id,
+                                cube_id,
+                                i,
+                                actor,
+                                now,
+                                change.move_reason,
+                                json.dumps({"topic_id": before[i]}),
+                                json.dumps({"topic_id": change.place[i]}),
+                            )
+                            for i in changed
+                            if i in before
+                        ],
+                    )
+            with db.cursor() as cur:
+                cur.executemany(
+                    "DELETE FROM edges WHERE user_id = %s AND cube_id = %s AND src = %s "
+                    "AND kind = %s AND dst = %s",
+                    [(user_id, cube_id, *key) for key in change.drop_edges],
+                )
+                cur.executemany(
+                    "INSERT INTO edges(user_id, cube_id, src, kind, dst, weight, created_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    [
+                        (user_id, cube_id, e.src, e.kind, e.dst, e.weight, e.created_at)
+                        for e in change.add_edges
+                        if (e.user_id, e.cube_id) == scope
+                    ],
+                )
+                cur.executemany(
+                    "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, reason, "
+                    "after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (user_id, cube_id, topic_id, action, actor, now, reason, json.dumps(d))
+                        for topic_id, action, reason, d in change.notes
+                    ],
+                )
+            self._check_tree(db, user_id, cube_id, change)
+
+        self._retrying(work)
+
+    def _check_tree(
+        self, db: psycopg.Connection[Any], user_id: str, cube_id: str, change: TreeChange
+    ) -> None:
+        """Refuse (and roll back) a step that would leave the tree or the graph pointing at
+        a topic or an item that does not exist."""
+        if change.drop_topics:
+            left = db.execute(
+                "SELECT item_id, topic_id FROM topic_members WHERE user_id = %s "
+                "AND cube_id = %s AND topic_id = ANY(%s) LIMIT 1",
+                (user_id, cube_id, list(change.drop_topics)),
+            ).fetchone()
+            if left is not None:
+                raise InvalidInput(
+                    f"topic {left['topic_id']} is dropped but item {left['item_id']} still "
+                    "sits under it; place or unplace its items in the same step (nothing was "
+                    "changed)"
+                )
+        wanted = sorted(set(change.place.values()))
+        if wanted:
+            found = {
+                r["id"]
+                for r in db.execute(
+                    "SELECT id FROM topics WHERE user_id = %s AND cube_id = %s AND id = ANY(%s)",
+                    (user_id, cube_id, wanted),
+                ).fetchall()
+            }
+            missing = sorted(set(wanted) - found)
+            if missing:
+                raise InvalidInput(
+                    f"items are placed under topic {missing[0]}, which is not in this scope; "
+                    "write the topic in the same step (nothing was changed)"
+                )
+        ends = {e.src for e in change.add_edges} | {e.dst for e in change.add_edges}
+        ends |= set(change.place)
+        if ends:
+            found = {
+                r["id"]
+                for r in db.execute(
+                    "SELECT id FROM items WHERE user_id = %s AND cube_id = %s AND id = ANY(%s)",
+                    (user_id, cube_id, sorted(ends)),
+                ).fetchall()
+            }
+            missing = sorted(ends - found)
+            if missing:
+                raise InvalidInput(
+                    f"item {missing[0]} is linked or placed but is not in this scope; "
+                    "nothing was changed"
+                )
 
     # ------------------------------------------------------------------ search
 

@@ -24,18 +24,20 @@ from typing import Any
 import numpy as np
 
 from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew, StoreError
-from mnemic.infra.store.base import Grant, ItemFilter, Scored
+from mnemic.infra.store.base import Grant, ItemFilter, Scored, TreeChange
 from mnemic.infra.store.vector_index import VectorIndex
 from mnemic.infra.text import STOPWORDS
 from mnemic.models import (
     SCHEMA_VERSION,
     CubeManifest,
+    Edge,
     HistoryEntry,
     MemoryItem,
     MemoryKind,
     MemoryLayer,
     MemoryStatus,
     Source,
+    TopicNode,
     utcnow,
 )
 
@@ -122,6 +124,40 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (cube_id, grantee)
     );
     CREATE INDEX grants_grantee ON grants(grantee);
+    """,
+    # 3: the memory tree (topics over items) and the graph of cross-links between items
+    """
+    CREATE TABLE topics (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        centroid BLOB,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, cube_id, id)
+    );
+    CREATE TABLE topic_members (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        topic_id TEXT NOT NULL,
+        PRIMARY KEY (user_id, cube_id, item_id)
+    );
+    CREATE INDEX topic_members_topic ON topic_members(user_id, cube_id, topic_id);
+    CREATE TABLE edges (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        src TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        dst TEXT NOT NULL,
+        weight REAL NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, cube_id, src, kind, dst)
+    );
+    CREATE INDEX edges_dst ON edges(user_id, cube_id, dst);
     """,
 ]
 
@@ -479,13 +515,30 @@ class SQLiteStore:
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
     ) -> None:
+        self._history_row(
+            db, item.id, item.user_id, item.cube_id, action, actor, at, reason, before, after
+        )
+
+    def _history_row(
+        self,
+        db: sqlite3.Connection,
+        item_id: str,
+        user_id: str,
+        cube_id: str,
+        action: str,
+        actor: str,
+        at: str | None,
+        reason: str | None,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> None:
         db.execute(
             "INSERT INTO history(item_id, user_id, cube_id, action, actor, at, reason, before,"
             " after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                item.id,
-                item.user_id,
-                item.cube_id,
+                item_id,
+                user_id,
+                cube_id,
                 action,
                 actor,
                 at,
@@ -575,42 +628,64 @@ class SQLiteStore:
     ) -> MemoryItem:
         vectors = self._check_vectors(None if vector is None else vector[None, :], 1)
         with self._tx() as db:
-            row = db.execute(
-                f"{_SELECT} FROM items i WHERE i.id = ? AND i.user_id = ? AND i.cube_id = ?",
-                (item.id, item.user_id, item.cube_id),
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no item {item.id} in cube {item.cube_id} of user {item.user_id}")
-            old = row_to_item(row)
-            if expected_version is not None and old.version != expected_version:
-                raise Conflict(
-                    f"item {item.id} is at version {old.version}, not {expected_version}; "
-                    "re-read it and apply the change again"
-                )
-            new = item.model_copy(update={"updated_at": utcnow()})
-            values = item_to_row(new)
-            assignments = ", ".join(f"{c} = ?" for c in _ITEM_COLUMNS if c != "id")
-            db.execute(
-                f"UPDATE items SET {assignments} WHERE rowid = ?",
-                [values[c] for c in _ITEM_COLUMNS if c != "id"] + [row["rowid_"]],
-            )
-            scope = scope_key(new.user_id, new.cube_id)
-            if _fts_columns(new) != _fts_columns(old):
-                self._drop_fulltext(db, row["rowid_"])
-                self._put_fulltext(db, row["rowid_"], scope, new)
-            if vectors is not None:
-                self._put_vector(db, row["rowid_"], scope, vectors[0])
-            self._write_history(
+            return self._update_row(
                 db,
-                new,
-                action,
-                actor,
-                ts(new.updated_at),
-                reason,
-                before=_public(old),
-                after=_public(new),
+                item,
+                None if vectors is None else vectors[0],
+                actor=actor,
+                action=action,
+                reason=reason,
+                expected_version=expected_version,
             )
-            return new
+
+    def _update_row(
+        self,
+        db: sqlite3.Connection,
+        item: MemoryItem,
+        vector: np.ndarray | None,
+        *,
+        actor: str,
+        action: str,
+        reason: str | None,
+        expected_version: int | None,
+    ) -> MemoryItem:
+        """Replace a stored item inside the caller's transaction, with its history row."""
+        row = db.execute(
+            f"{_SELECT} FROM items i WHERE i.id = ? AND i.user_id = ? AND i.cube_id = ?",
+            (item.id, item.user_id, item.cube_id),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no item {item.id} in cube {item.cube_id} of user {item.user_id}")
+        old = row_to_item(row)
+        if expected_version is not None and old.version != expected_version:
+            raise Conflict(
+                f"item {item.id} is at version {old.version}, not {expected_version}; "
+                "re-read it and apply the change again"
+            )
+        new = item.model_copy(update={"updated_at": utcnow()})
+        values = item_to_row(new)
+        assignments = ", ".join(f"{c} = ?" for c in _ITEM_COLUMNS if c != "id")
+        db.execute(
+            f"UPDATE items SET {assignments} WHERE rowid = ?",
+            [values[c] for c in _ITEM_COLUMNS if c != "id"] + [row["rowid_"]],
+        )
+        scope = scope_key(new.user_id, new.cube_id)
+        if _fts_columns(new) != _fts_columns(old):
+            self._drop_fulltext(db, row["rowid_"])
+            self._put_fulltext(db, row["rowid_"], scope, new)
+        if vector is not None:
+            self._put_vector(db, row["rowid_"], scope, vector)
+        self._write_history(
+            db,
+            new,
+            action,
+            actor,
+            ts(new.updated_at),
+            reason,
+            before=_public(old),
+            after=_public(new),
+        )
+        return new
 
     def purge_item(self, user_id: str, cube_id: str, item_id: str, *, actor: str) -> None:
         with self._tx() as db:
@@ -629,6 +704,15 @@ class SQLiteStore:
                     (scope, rowid),
                 )
             db.execute("DELETE FROM items WHERE rowid = ?", (rowid,))
+            # the tree and the graph only ever reference items that exist
+            db.execute(
+                "DELETE FROM topic_members WHERE user_id = ? AND cube_id = ? AND item_id = ?",
+                (user_id, cube_id, item_id),
+            )
+            db.execute(
+                "DELETE FROM edges WHERE user_id = ? AND cube_id = ? AND (src = ? OR dst = ?)",
+                (user_id, cube_id, item_id, item_id),
+            )
             # the content goes from history too: a purge is the owner's request to forget
             db.execute(
                 "UPDATE history SET before = NULL, after = NULL "
@@ -736,6 +820,243 @@ class SQLiteStore:
             )
             for r in rows
         ]
+
+    # ------------------------------------------------------------------ tree and graph
+
+    def topics(self, user_id: str, cube_id: str) -> list[TopicNode]:
+        rows = self._read(
+            "SELECT t.*, (SELECT count(*) FROM topic_members m WHERE m.user_id = t.user_id "
+            "AND m.cube_id = t.cube_id AND m.topic_id = t.id) AS size FROM topics t "
+            "WHERE t.user_id = ? AND t.cube_id = ? ORDER BY t.created_at, t.id",
+            (user_id, cube_id),
+        )
+        return [
+            TopicNode.model_construct(
+                id=r["id"],
+                user_id=r["user_id"],
+                cube_id=r["cube_id"],
+                title=r["title"],
+                summary=r["summary"],
+                size=int(r["size"]),
+                version=int(r["version"]),
+                centroid=None
+                if r["centroid"] is None
+                else np.frombuffer(r["centroid"], dtype=np.float32).tolist(),
+                created_at=datetime.fromisoformat(r["created_at"]),
+                updated_at=datetime.fromisoformat(r["updated_at"]),
+            )
+            for r in rows
+        ]
+
+    def topic_members(
+        self, user_id: str, cube_id: str, topic_ids: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        sql = "SELECT item_id, topic_id FROM topic_members WHERE user_id = ? AND cube_id = ?"
+        if topic_ids is None:
+            rows = self._read(sql + " ORDER BY item_id", (user_id, cube_id))
+        else:
+            rows = []
+            unique = list(dict.fromkeys(topic_ids))
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                rows.extend(
+                    self._read(
+                        f"{sql} AND topic_id IN ({marks}) ORDER BY item_id",
+                        (user_id, cube_id, *chunk),
+                    )
+                )
+        return {r["item_id"]: r["topic_id"] for r in rows}
+
+    def links(
+        self,
+        user_id: str,
+        cube_id: str,
+        ids: Sequence[str] | None = None,
+        kinds: Sequence[str] = (),
+    ) -> list[Edge]:
+        kind_sql = f" AND kind IN ({', '.join('?' for _ in kinds)})" if kinds else ""
+        base = "SELECT * FROM edges WHERE user_id = ? AND cube_id = ?" + kind_sql
+        rows: dict[tuple[str, str, str], sqlite3.Row] = {}
+        if ids is None:
+            for r in self._read(base, (user_id, cube_id, *kinds)):
+                rows[(r["src"], r["kind"], r["dst"])] = r
+        else:
+            unique = list(dict.fromkeys(ids))
+            for start in range(0, len(unique), 400):
+                chunk = unique[start : start + 400]
+                marks = ", ".join("?" for _ in chunk)
+                for r in self._read(
+                    f"{base} AND (src IN ({marks}) OR dst IN ({marks}))",
+                    (user_id, cube_id, *kinds, *chunk, *chunk),
+                ):
+                    rows[(r["src"], r["kind"], r["dst"])] = r
+        return [
+            Edge.model_construct(
+                user_id=r["user_id"],
+                cube_id=r["cube_id"],
+                src=r["src"],
+                kind=r["kind"],
+                dst=r["dst"],
+                weight=float(r["weight"]),
+                created_at=datetime.fromisoformat(r["created_at"]),
+            )
+            for _, r in sorted(rows.items())
+        ]
+
+    def organize(self, change: TreeChange, *, actor: str) -> None:
+        if change.empty():
+            return
+        user_id, cube_id = change.user_id, change.cube_id
+        scope = (user_id, cube_id)
+        if any((c.item.user_id, c.item.cube_id) != scope for c in change.items) or any(
+            (t.user_id, t.cube_id) != scope for t in change.topics
+        ):
+            raise InvalidInput("an organizing step works on one scope: its own items and topics")
+        now = ts(utcnow())
+        with self._tx() as db:
+            for c in change.items:
+                self._update_row(
+                    db,
+                    c.item,
+                    None,
+                    actor=actor,
+                    action=c.action,
+                    reason=c.reason,
+                    expected_version=c.expected_version,
+                )
+            for topic_id in change.drop_topics:
+                db.execute(
+                    "DELETE FROM topics WHERE user_id = ? AND cube_id = ? AND id = ?",
+                    (user_id, cube_id, topic_id),
+                )
+            for t in change.topics:
+                centroid = (
+                    None
+                    if t.centroid is None
+                    else np.asarray(t.centroid, dtype=np.float32).tobytes()
+                )
+                db.execute(
+                    "INSERT INTO topics(user_id, cube_id, id, title, summary, centroid, version, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(user_id, cube_id, id) DO UPDATE SET title = excluded.title, "
+                    "summary = excluded.summary, centroid = excluded.centroid, "
+                    "version = excluded.version, updated_at = excluded.updated_at",
+                    (
+                        user_id,
+                        cube_id,
+                        t.id,
+                        t.title,
+                        t.summary,
+                        centroid,
+                        t.version,
+                        ts(t.created_at),
+                        ts(t.updated_at),
+                    ),
+                )
+            db.executemany(
+                "DELETE FROM topic_members WHERE user_id = ? AND cube_id = ? AND item_id = ?",
+                [(user_id, cube_id, i) for i in change.unplace],
+            )
+            for item_id, topic_id in change.place.items():
+                row = db.execute(
+                    "SELECT topic_id FROM topic_members WHERE user_id = ? AND cube_id = ? "
+                    "AND item_id = ?",
+                    (user_id, cube_id, item_id),
+                ).fetchone()
+                if row is not None and row[0] == topic_id:
+                    continue
+                db.execute(
+                    "INSERT OR REPLACE INTO topic_members(user_id, cube_id, item_id, topic_id) "
+                    "VALUES (?, ?, ?, ?)",
+                    (user_id, cube_id, item_id, topic_id),
+                )
+                if row is not None:
+                    self._history_row(
+                        db,
+                        item_id,
+                        user_id,
+                        cube_id,
+                        "move",
+                        actor,
+                        now,
+                        change.move_reason,
+                        {"topic_id": row[0]},
+                        {"topic_id": topic_id},
+                    )
+            db.executemany(
+                "DELETE FROM edges WHERE user_id = ? AND cube_id = ? AND src = ? AND kind = ? "
+                "AND dst = ?",
+                [(user_id, cube_id, *key) for key in change.drop_edges],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO edges(user_id, cube_id, src, kind, dst, weight, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (user_id, cube_id, e.src, e.kind, e.dst, e.weight, ts(e.created_at))
+                    for e in change.add_edges
+                    if (e.user_id, e.cube_id) == scope
+                ],
+            )
+            for topic_id, action, reason, details in change.notes:
+                self._history_row(
+                    db, topic_id, user_id, cube_id, action, actor, now, reason, None, details
+                )
+            self._check_tree(db, user_id, cube_id, change)
+
+    def _check_tree(
+        self, db: sqlite3.Connection, user_id: str, cube_id: str, change: TreeChange
+    ) -> None:
+        """Refuse (and roll back) a step that would leave the tree or the graph pointing at
+        a topic or an item that does not exist."""
+        for topic_id in change.drop_topics:
+            left = db.execute(
+                "SELECT item_id FROM topic_members WHERE user_id = ? AND cube_id = ? "
+                "AND topic_id = ? LIMIT 1",
+                (user_id, cube_id, topic_id),
+            ).fetchone()
+            if left is not None:
+                raise InvalidInput(
+                    f"topic {topic_id} is dropped but item {left[0]} still sits under it; "
+                    "place or unplace its items in the same step (nothing was changed)"
+                )
+        for topic_id in set(change.place.values()):
+            if (
+                db.execute(
+                    "SELECT 1 FROM topics WHERE user_id = ? AND cube_id = ? AND id = ?",
+                    (user_id, cube_id, topic_id),
+                ).fetchone()
+                is None
+            ):
+                raise InvalidInput(
+                    f"items are placed under topic {topic_id}, which is not in this scope; "
+                    "write the topic in the same step (nothing was changed)"
+                )
+        ends = {e.src for e in change.add_edges} | {e.dst for e in change.add_edges}
+        ends |= set(change.place)
+        if ends:
+            found = {r["id"] for r in self._rows_by_id_in(db, user_id, cube_id, list(ends))}
+            missing = sorted(ends - found)
+            if missing:
+                raise InvalidInput(
+                    f"item {missing[0]} is linked or placed but is not in this scope; "
+                    "nothing was changed"
+                )
+
+    def _rows_by_id_in(
+        self, db: sqlite3.Connection, user_id: str, cube_id: str, ids: list[str]
+    ) -> list[sqlite3.Row]:
+        rows: list[sqlite3.Row] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows.extend(
+                db.execute(
+                    f"SELECT id FROM items WHERE user_id = ? AND cube_id = ? AND id IN ({marks})",
+                    (user_id, cube_id, *chunk),
+                ).fetchall()
+            )
+        return rows
 
     # ------------------------------------------------------------------ search
 

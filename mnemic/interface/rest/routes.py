@@ -34,7 +34,15 @@ from mnemic.interface.rest.schemas import (
     Update,
     UserOut,
 )
-from mnemic.models import ChatReply, HistoryEntry, MemoryItem, MemoryKind, MemoryStatus
+from mnemic.models import (
+    ChatReply,
+    HistoryEntry,
+    Link,
+    MemoryItem,
+    MemoryKind,
+    MemoryStatus,
+    MemoryTree,
+)
 from mnemic.operation.retrieval.packing import context_text
 from mnemic.sdk import Memory, SearchFilters, _check_id
 
@@ -324,6 +332,43 @@ def versions(item_id: str, user: User, mem: Mem, cube_id: CubeQ = None) -> list[
     """The chain this memory belongs to, oldest first: what it superseded and what
     superseded it (an item's own edits are in its history)."""
     return mem.versions(item_id, user_id=user, cube_id=cube_id)
+
+
+@router.get("/memories/{item_id}/links", tags=["memories"])
+def links(
+    item_id: str,
+    user: User,
+    mem: Mem,
+    cube_id: CubeQ = None,
+    kind: Annotated[
+        list[str] | None,
+        Query(description="only edges of these kinds (same_entity, before, ...); repeatable"),
+    ] = None,
+) -> list[Link]:
+    """The memories linked to this one in the graph, with the edge's kind and direction."""
+    return mem.neighbors(item_id, user_id=user, cube_id=cube_id, kinds=kind)
+
+
+# ------------------------------------------------------------------ tree
+
+
+@router.get("/tree", tags=["tree"])
+def tree(
+    user: User,
+    mem: Mem,
+    cube_id: CubeQ = None,
+    items_per_topic: Annotated[
+        int | None, Query(ge=0, le=10_000, description="memories shown per topic (default all)")
+    ] = None,
+) -> MemoryTree:
+    """The cube's memory tree: its topics, their summaries and their memories."""
+    return mem.tree(user_id=user, cube_id=cube_id, items_per_topic=items_per_topic)
+
+
+@router.post("/tree/reorganize", tags=["tree"])
+def reorganize(user: User, mem: Mem, cube_id: CubeQ = None) -> dict[str, int]:
+    """Organize the cube now (tree, duplicates, graph); returns what changed."""
+    return mem.reorganize(user_id=user, cube_id=cube_id)
 
 
 # ------------------------------------------------------------------ jobs

@@ -7,10 +7,12 @@ from mnemic.operation.retrieval.stages.dedup import Dedup
 from mnemic.operation.retrieval.stages.dense import DenseRecall
 from mnemic.operation.retrieval.stages.feedback import Feedback
 from mnemic.operation.retrieval.stages.fusion import RrfFusion
+from mnemic.operation.retrieval.stages.graph import GraphExpansion
 from mnemic.operation.retrieval.stages.neighbors import NeighborExpansion
 from mnemic.operation.retrieval.stages.session import SessionFocus
 from mnemic.operation.retrieval.stages.speaker import SpeakerBoost
 from mnemic.operation.retrieval.stages.time import TimeFocus
+from mnemic.operation.retrieval.stages.tree import TreeDescent
 
 STAGES = {
     cls.name: cls
@@ -24,6 +26,8 @@ STAGES = {
         SessionFocus,
         NeighborExpansion,
         Dedup,
+        TreeDescent,
+        GraphExpansion,
     )
 }
 
