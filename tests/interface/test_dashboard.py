@@ -1,6 +1,7 @@
 """The web dashboard in a real browser: Playwright drives Debian's Chromium (headless) against a
-served app: connect with a key, browse the tree, search with the per-stage explanation, open an
-item's history, edit and delete it, and save a screenshot."""
+served app: connect with a key, browse cubes and sessions, search with the per-stage explanation,
+open an item's history, reorganize and browse the topic tree, walk the graph around an item,
+edit and delete it, and save a screenshot."""
 
 from __future__ import annotations
 
@@ -91,6 +92,21 @@ def test_dashboard_search_history_tree_edit_delete(
     expect(first.locator(".why")).to_contain_text("rank")
     assert first.locator(".stage").count() >= 1
     expect(page.locator("#context")).to_contain_text("[10 March 2024]")
+
+    # the topic tree the organizer built, and the graph around a memory
+    page.click("#tab-topics")
+    page.click("#reorganize")
+    expect(page.locator("#topics .topic").first).to_be_visible()
+    expect(page.locator("#topics-status")).not_to_contain_text("not placed")
+    topic = page.locator("#topics .topic", has_text="Miso").first
+    topic.locator(".topic-title").click()
+    topic.locator(".topic-item", has_text="Miso").click()
+    expect(page.locator("#links .link").first).to_be_visible()
+    expect(page.locator("#graph .node").first).to_be_visible()
+    before = page.locator("#detail-meta").text_content() or ""
+    page.locator("#links .link").first.click()  # walks the graph to the linked memory
+    expect(page.locator("#detail-meta")).not_to_have_text(before)
+    page.click("#tab-search")
 
     # an item's history, then an edit that becomes a new version
     first.click()
