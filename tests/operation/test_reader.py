@@ -71,3 +71,13 @@ def test_date_keys_can_be_left_out_and_the_item_keeps_its_time() -> None:
         messages, user_id="u", cube_id="c", session_id=None, agent_id=None, timestamp=when
     )
     assert dated[0].index_text.endswith("on 8 May 2023 (Monday); yesterday: 7 May 2023")
+
+
+def test_entities_are_names_not_sentence_openers_or_calendar_words() -> None:
+    from mnemic.operation.reader.rules import entities
+
+    # "Maria" starts like "Mar" but is no month; "Then" opens the sentence, it is no name
+    assert entities("Then Maria called me from Lisbon.") == ["Maria", "Lisbon"]
+    assert entities("I met Maria in March, on a Monday.") == ["Maria"]
+    assert entities("We flew to New York with Marco.") == ["New York", "Marco"]
+    assert entities("Maria is here.") == []  # one capitalised opener: cannot tell

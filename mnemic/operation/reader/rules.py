@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from mnemic.infra.text import STOPWORDS
 from mnemic.models import MemoryItem, MemoryKind, Source
 from mnemic.operation.reader.dates import human, resolve_dates
 
@@ -53,8 +54,11 @@ _STOP_CAPS = {
     "Thanks",
     "Thank",
 }
+# names of days and months, whole words only ("Mar" and "March", never "Maria")
 _WEEK_MONTH = re.compile(
-    r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun|Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r"(?:(?:Mon|Tues?|Wed(?:nes)?|Thu(?:rs)?|Fri|Sat(?:ur)?|Sun)(?:day)?|Jan(?:uary)?"
+    r"|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?"
+    r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
 )
 _CAPS = re.compile(r"\b[A-Z][\w'&-]*(?:\s+(?:of\s+|de\s+)?[A-Z][\w'&-]*)*")
 
@@ -216,13 +220,15 @@ def entities(text: str) -> list[str]:
     found: list[str] = []
     for sentence in sentences(text):
         for m in _CAPS.finditer(sentence):
-            name = m.group(0).strip()
-            first = name.split()[0]
-            if m.start() == 0 and len(name.split()) == 1:
+            words = m.group(0).split()
+            if m.start() == 0:
+                if len(words) == 1:
+                    continue  # capitalised only because it starts the sentence
+                if words[0].lower() in STOPWORDS:
+                    words = words[1:]  # "Then Maria called" names Maria
+            if words[0] in _STOP_CAPS or _WEEK_MONTH.fullmatch(words[0]):
                 continue
-            if first in _STOP_CAPS or _WEEK_MONTH.match(first):
-                continue
-            found.append(name)
+            found.append(" ".join(words))
     return list(dict.fromkeys(found))
 
 
