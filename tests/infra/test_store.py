@@ -256,6 +256,51 @@ def test_second_connection_sees_writes_of_the_first(tmp_path: Path) -> None:
         b.close()
 
 
+def test_fulltext_ranks_telling_terms_first_with_the_same_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large tables leave words in half their rows out of the first match (FTS5 clamps
+    their IDF): the same items come back, their scores lack at most ~1e-6 a common word."""
+    import sqlite3
+
+    from mnemic.infra.store import sqlite as sqlite_store
+
+    path = tmp_path / "s.db"
+    with sqlite_store.SQLiteStore(path, dim=DIM) as s:
+        texts = []
+        for n in range(60):
+            words = ["common", "filler"] + (["usual"] if n % 2 else [])  # usual: half the rows
+            words += ["running", "dogs"] if n < 5 else []  # stemmed on both sides
+            texts.append(" ".join(words) + f" n{n}")
+        items = [item(text=t, index_text=t) for t in texts]
+        add(s, items)
+
+        def search(query: str, k: int, prune_from: int) -> list[tuple[str, float]]:
+            monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", prune_from)
+            return [(h.item_id, h.score) for h in s.fulltext_search("ana", "ana/default", query, k)]
+
+        words = ["common", "run", "usual"]
+        assert s._telling("items_fts", words, s._stems(words)) is None  # 60 < 10,000 rows
+        monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", 20)
+        assert s._stems(["running", "dogs", "x_y"]) == [["run"], ["dog"], ["x", "y"]]
+        assert s._telling("items_fts", words, s._stems(words)) == ["run"]
+        for query, k in [("common running usual", 2), ("common running usual", 4)]:
+            pruned, whole = search(query, k, 20), search(query, k, 10**9)
+            assert [i for i, _ in pruned] == [i for i, _ in whole]
+            assert {i for i, _ in pruned} <= {i.id for i in items[:5]}
+            for (_, a), (_, b) in zip(pruned, whole, strict=True):
+                assert 0 <= b - a < 1e-5
+        # 2k = 10 > the 5 rows with a telling word: every word is searched, as before
+        assert search("common running usual", 5, 20) == search("common running usual", 5, 10**9)
+        # only common words: the rows they match come back, with their tiny scores
+        assert search("common usual", 3, 20) == search("common usual", 3, 10**9)
+        assert len(search("common usual", 3, 20)) == 3
+    # the helper tables are temporary: nothing was added to the database file
+    with sqlite3.connect(path) as db:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert not [n for n in names if n.startswith("mnemic_")]
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     import sqlite3
 
