@@ -216,6 +216,26 @@ def test_record_access_counts(store) -> None:
 # ---- SQLite specifics: durability of the derived vector index
 
 
+def test_filtered_vector_search_finds_a_sliver_of_a_large_scope(store) -> None:
+    """A filter holding a few rows of thousands (a session) still gets its k nearest: the
+    index's nearest candidates hold none of them, so the store must look past them."""
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((3100, DIM)).astype(np.float32)
+    items = [
+        item(text=f"t{n}", session_id="rare" if n % 700 == 3 else "common") for n in range(3100)
+    ]
+    add(store, items, list(vectors))
+    query = vectors[0]  # an item of the common session is the nearest of all
+    rare = [n for n in range(3100) if n % 700 == 3]
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = unit[rare] @ (query / np.linalg.norm(query))
+    expected = [items[rare[i]].id for i in np.argsort(-sims)[:3]]
+    found = store.vector_search("ana", "ana/default", query, 3, ItemFilter(session_id="rare"))
+    assert [s.item_id for s in found] == expected
+    assert abs(found[0].score - float(np.sort(sims)[-1])) < 1e-3
+    assert store.vector_search("ana", "ana/default", query, 3, ItemFilter(session_id="x")) == []
+
+
 def test_vector_index_survives_reopen_and_lost_snapshot(tmp_path: Path) -> None:
     from mnemic.infra.store.sqlite import SQLiteStore
 

@@ -144,6 +144,9 @@ _SELECT = "SELECT i.rowid AS rowid_, " + ", ".join(f"i.{c}" for c in _ITEM_COLUM
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 SNAPSHOT_EVERY = 5_000  # log entries applied before an index snapshot is rewritten
+# A filtered vector search that finds fewer than k of its rows among this many nearest
+# candidates scores the filter's rows exactly instead of widening further.
+FILTERED_ANN_MAX = 1_024
 # From this many rows in a full-text table, terms in half of them are left out of the first
 # match (see fulltext_search). Counting a term's rows walks its posting list: below this
 # size the one query over every term costs less than counting them first.
@@ -909,7 +912,43 @@ class SQLiteStore:
                 if len(found) >= k or want >= size:
                     found.sort(key=lambda s: s.score, reverse=True)
                     return found[:k]
+                if want >= FILTERED_ANN_MAX:
+                    # fewer than k in thousands of nearest candidates: the filter holds a
+                    # sliver of the scope (a session, a time span, a rare kind). Scoring its
+                    # rows is exact and cheaper than widening the net to the whole index.
+                    return self._exact_search(user_id, cube_id, vector, k, where, params)
                 want = min(size, want * 4)
+
+    def _exact_search(
+        self,
+        user_id: str,
+        cube_id: str,
+        vector: np.ndarray,
+        k: int,
+        where: str,
+        params: list[Any],
+    ) -> list[Scored]:
+        """Cosine against the stored vector of every item that passes the filter."""
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        query = query / np.linalg.norm(query)
+        cursor = self._db.cursor()
+        cursor.row_factory = None  # plain tuples: this may walk many rows
+        cursor.execute(
+            "SELECT i.id, v.vec FROM items i JOIN vectors v ON v.item_rowid = i.rowid "
+            f"WHERE i.user_id = ? AND i.cube_id = ?{where}",
+            (user_id, cube_id, *params),
+        )
+        best: list[Scored] = []
+        while rows := cursor.fetchmany(5000):
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            vecs = vecs.reshape(len(rows), -1)
+            norms = np.linalg.norm(vecs, axis=1)
+            sims = (vecs @ query) / np.where(norms > 0, norms, 1.0)
+            top = np.argpartition(-sims, k - 1)[:k] if len(rows) > k else range(len(rows))
+            best.extend(Scored(rows[int(i)][0], float(sims[i])) for i in top)
+            best.sort(key=lambda s: (-s.score, s.item_id))
+            del best[k:]
+        return best
 
     # ------------------------------------------------------------------ vector index upkeep
 
