@@ -101,8 +101,11 @@ class PostgresQueue:
         self._thread: threading.Thread | None = None
         self._beat: threading.Thread | None = None
         with self._sql() as db, db.transaction():
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            db.execute(_SCHEMA)  # type: ignore[arg-type]  # a constant script
+            # a role that may not create tables can still use a queue made by another
+            found = db.execute("SELECT to_regclass('mnemic_jobs') AS t").fetchone()
+            if found is None or found["t"] is None:
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                db.execute(_SCHEMA)  # type: ignore[arg-type]  # a constant script
 
     # ------------------------------------------------------------------ interface
 

@@ -120,11 +120,11 @@ def test_two_processes_drain_one_queue_each_job_once_in_scope_order(pg_dsn: str)
     _ran_table(pg_dsn)
     submitter = PostgresQueue(pg_dsn, worker=False)
     submitter.register("t", lambda payload: None)  # submits only: never waits for them
+    workers = [_worker(pg_dsn, hold=0.02) for _ in range(2)]  # both ready before any job
     ids = [
         submitter.submit("t", f"scope{n // 10}", {"n": n, "scope": f"scope{n // 10}"})
         for n in range(40)
     ]
-    workers = [_worker(pg_dsn, hold=0.02) for _ in range(2)]
     try:
         deadline = time.monotonic() + 120
         while submitter.pending() and time.monotonic() < deadline:
