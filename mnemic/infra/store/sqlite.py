@@ -10,12 +10,13 @@ never leaves the index disagreeing with the rows for longer than one search.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -777,7 +778,8 @@ class SQLiteStore:
         scores: dict[str, float] = {}
         with self._lock:
             tables = [(t, w) for t, w in (("items_fts", 1.0), ("keys_fts", keys_weight)) if w > 0]
-            stems = self._stems(words) if tables else None
+            # stems are needed only for large tables: small stores never touch the helpers
+            stems = functools.cache(functools.partial(self._stems, words))
             for table, weight in tables:
                 # Terms in half the table or more have their IDF clamped to 1e-6 by FTS5, so
                 # a row matched only by them ranks below every row with a telling term.
@@ -844,23 +846,25 @@ class SQLiteStore:
             return None  # no fts5vocab: every term is searched at once, as before
 
     def _telling(
-        self, table: str, words: Sequence[str], stems: list[list[str]] | None
+        self,
+        table: str,
+        words: Sequence[str],
+        stems: Callable[[], list[list[str]] | None],
     ) -> list[str] | None:
         """The words whose BM25 IDF in ``table`` is positive: found in fewer than half its
         rows (FTS5's own statistics, table-wide, as its bm25() uses them). A word FTS5
         splits into several tokens is kept; None (search every word at once) for a table
         under FTS_PRUNE_ROWS rows or when the counts are unknown."""
-        if stems is None:
-            return None
         try:
             row = self._db.execute(f"SELECT block FROM {table}_data WHERE id = 1").fetchone()
             if row is None:
                 return None
             total = _varint(row[0])  # FTS5's averages record starts with its row count
-            if total < FTS_PRUNE_ROWS:
+            tokens_of = stems() if total >= FTS_PRUNE_ROWS else None
+            if tokens_of is None:
                 return None
             telling = []
-            for word, tokens in zip(words, stems, strict=True):
+            for word, tokens in zip(words, tokens_of, strict=True):
                 if len(tokens) == 1:
                     found = self._db.execute(
                         f"SELECT doc FROM temp.mnemic_{table}_v WHERE term = ?", (tokens[0],)
