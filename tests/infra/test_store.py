@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew
+from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew, StoreError
 from mnemic.infra.store.base import ItemFilter
 from mnemic.models import MemoryItem, MemoryKind, MemoryStatus, Source
 
@@ -234,6 +234,15 @@ def test_filtered_vector_search_finds_a_sliver_of_a_large_scope(store) -> None:
     assert [s.item_id for s in found] == expected
     assert abs(found[0].score - float(np.sort(sims)[-1])) < 1e-3
     assert store.vector_search("ana", "ana/default", query, 3, ItemFilter(session_id="x")) == []
+
+
+def test_a_closed_store_says_so(store) -> None:
+    add(store, [item(text="tea")])
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.fulltext_search("ana", "ana/default", "tea", 5)
+    with pytest.raises(StoreError, match="closed"):
+        store.vector_search("ana", "ana/default", vec(1), 5)
 
 
 def test_vector_index_survives_reopen_and_lost_snapshot(tmp_path: Path) -> None:

@@ -777,6 +777,8 @@ class SQLiteStore:
         # would push common words past half the rows, where BM25's IDF turns to nothing.
         scores: dict[str, float] = {}
         with self._lock:
+            if self._closed:
+                raise StoreError(f"the store {self.path} is closed")
             tables = [(t, w) for t, w in (("items_fts", 1.0), ("keys_fts", keys_weight)) if w > 0]
             # stems are needed only for large tables: small stores never touch the helpers
             stems = functools.cache(functools.partial(self._stems, words))
@@ -888,6 +890,8 @@ class SQLiteStore:
             return []
         scope = scope_key(user_id, cube_id)
         with self._lock:
+            if self._closed:
+                raise StoreError(f"the store {self.path} is closed")
             entry = self._sync_index(scope)
             if entry is None or len(entry.index) == 0:
                 return []
