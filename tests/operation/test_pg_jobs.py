@@ -102,6 +102,20 @@ def test_jobs_run_in_order_and_failures_are_reported(pg_dsn: str, worker: bool) 
     again.close()
 
 
+def test_queued_jobs_wait_for_the_next_process(pg_dsn: str) -> None:
+    first = PostgresQueue(pg_dsn, worker=False)
+    first.register("t", lambda payload: None)
+    first.start()
+    job = first.submit("t", "s", {"n": 1})
+    first.close()  # ended before anyone waited: the job stays queued in the database
+    seen: list[int] = []
+    second = PostgresQueue(pg_dsn, worker=True)
+    second.register("t", lambda payload: seen.append(payload["n"]))
+    second.start()
+    assert second.wait([job], timeout=30)[0].status == "done" and seen == [1]
+    second.close()
+
+
 def test_wait_times_out(pg_dsn: str) -> None:
     release = threading.Event()
     queue = PostgresQueue(pg_dsn)
