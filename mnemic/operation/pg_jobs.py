@@ -100,12 +100,23 @@ class PostgresQueue:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._beat: threading.Thread | None = None
-        with self._sql() as db, db.transaction():
-            # a role that may not create tables can still use a queue made by another
-            found = db.execute("SELECT to_regclass('mnemic_jobs') AS t").fetchone()
-            if found is None or found["t"] is None:
-                db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                db.execute(_SCHEMA)  # type: ignore[arg-type]  # a constant script
+        try:
+            with self._sql() as db, db.transaction():
+                # a role that may not create tables can still use a queue made by another
+                found = db.execute("SELECT to_regclass('mnemic_jobs') AS t").fetchone()
+                if found is None or found["t"] is None:
+                    db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                    db.execute(_SCHEMA)  # type: ignore[arg-type]  # a constant script
+        except psycopg.Error as exc:
+            self._db.close()
+            reason = getattr(exc.diag, "message_primary", None) or exc
+            raise StoreError(
+                f"the job queue cannot create its table mnemic_jobs in {self.where} ({reason}); "
+                'let this role create tables once, or set jobs.backend = "local"'
+            ) from exc
+        except BaseException:
+            self._db.close()
+            raise
 
     # ------------------------------------------------------------------ interface
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from mnemic import Memory, load_settings
-from mnemic.errors import ConfigError, InvalidInput
+from mnemic.errors import ConfigError, InvalidInput, StoreError
 from mnemic.infra.store.base import ItemFilter
 from mnemic.operation import wiring
 from mnemic.operation.extraction import JOB_KIND
@@ -251,3 +251,30 @@ def test_settings_choose_the_queue(pg_dsn: str, tmp_path: Path) -> None:
     queue.close()
     with pytest.raises(ConfigError, match=r'store\.backend = "postgres"'):
         load_settings(home=tmp_path, jobs={"backend": "postgres"})
+
+
+def test_a_role_that_may_not_create_tables(pg_dsn: str) -> None:
+    from psycopg.conninfo import make_conninfo
+
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        db.execute("DROP ROLE IF EXISTS mnemic_app")
+        db.execute("CREATE ROLE mnemic_app LOGIN")  # PostgreSQL 15+: no CREATE on public
+    try:
+        app = make_conninfo(pg_dsn, user="mnemic_app")
+        with pytest.raises(
+            StoreError,
+            match=r'cannot create its table .*\(permission denied.*jobs\.backend = "local"',
+        ):
+            PostgresQueue(app)
+        PostgresQueue(pg_dsn).close()  # an owner creates it once
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute("GRANT SELECT, INSERT, UPDATE ON mnemic_jobs TO mnemic_app")
+        queue = PostgresQueue(app, worker=False)  # then the role uses it as it is
+        queue.register("t", lambda payload: None)
+        queue.start()
+        assert queue.wait([queue.submit("t", "s", {})], timeout=30)[0].status == "done"
+        queue.close()
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as db:
+            db.execute("DROP OWNED BY mnemic_app")
+            db.execute("DROP ROLE mnemic_app")
