@@ -81,6 +81,21 @@ class StoreConfig(BaseModel):
         return self
 
 
+class JobsConfig(BaseModel):
+    """Where add's background jobs (embedding, extraction) are queued."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # auto: in the PostgreSQL store's database when the store is PostgreSQL (every process
+    # sharing the store shares the jobs), else in a journal file beside the SQLite database;
+    # local: that journal file (jobs stay with the process that queued them or the next one
+    # on this machine); postgres: the store's database (needs store.backend = "postgres")
+    backend: Literal["auto", "local", "postgres"] = "auto"
+    # postgres: a claimed job whose process sent no heartbeat for this long (it was killed,
+    # its host went down) is run again by another process
+    lease_s: float = Field(default=30.0, ge=1.0, le=86_400)
+
+
 class RetrievalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -280,7 +295,17 @@ class Settings(BaseSettings):
     organizer: OrganizerConfig = Field(default_factory=OrganizerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     cube: CubeConfig = Field(default_factory=CubeConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
     max_text_chars: int = Field(default=100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _postgres_queue_needs_postgres_store(self) -> Settings:
+        if self.jobs.backend == "postgres" and self.store.backend != "postgres":
+            raise ValueError(
+                'jobs.backend = "postgres" keeps jobs in the PostgreSQL store\'s database: set '
+                'store.backend = "postgres" and store.dsn, or jobs.backend = "auto"'
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

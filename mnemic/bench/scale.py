@@ -13,6 +13,11 @@ items go into one (user, cube) scope through the store's own ``add_items``, in b
 * recall@10 of ``vector_search`` against exact top-10 (numpy over the same vectors);
 * disk size (SQLite: database, WAL and index snapshot; PostgreSQL: pg_database_size).
 
+With ``embedder`` (``--embedder``), items are template sentences about people, activities,
+places and times, embedded by that embedder (timed apart: its texts/s is logged, not in add/s),
+and the vector queries are fresh sentences embedded the same way: real sentence vectors
+instead of synthetic ones, for recall on the distribution a store actually holds.
+
 PostgreSQL: ``--dsn`` names a server where this role may create databases (one
 ``mnemic_scale_<n>`` per size, dropped afterwards unless ``--keep``); without it a
 throwaway server is started with pgserver (``pip install pgserver``).
@@ -55,11 +60,50 @@ class ScaleRow:
     queries: int
     # indexed: HNSW kept up during add; deferred: built after; lazy: by the first search
     add_mode: str = "indexed"
+    vectors: str = "synthetic"  # or the embedder's id
+    embed_texts_per_s: float | None = None
 
 
 def _texts(n: int, start: int, rng: np.random.Generator, vocab: list[str]) -> list[str]:
     words = rng.zipf(1.3, size=(n, 12)) % len(vocab)
     return [f"note {start + i}: " + " ".join(vocab[w] for w in row) for i, row in enumerate(words)]
+
+
+# fmt: off
+_NAMES = ["Ana", "Ben", "Caroline", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jon",
+          "Kemal", "Lena", "Marco", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq",
+          "Uma", "Victor", "Wen", "Ximena", "Yusuf", "Zoe", "my sister", "my boss", "Melanie",
+          "the neighbours"]
+_DOING = ["went hiking", "started learning", "bought", "talked about", "painted", "cooked",
+          "lost", "fixed", "read a book about", "signed up for a class on", "adopted",
+          "wrote a song about", "visited a museum about", "complained about", "sold",
+          "planned a trip around", "took photos of", "volunteered for", "argued about",
+          "dreamed about", "ordered", "built", "researched", "gave a talk on", "borrowed"]
+_THINGS = ["pottery", "a red bicycle", "sourdough bread", "the violin", "a golden retriever",
+           "climate policy", "Japanese", "a vintage camera", "chess openings", "marathon training",
+           "a vegetable garden", "jazz records", "the new job", "an old laptop", "tax forms",
+           "yoga", "a camping tent", "birdwatching", "a leaking roof", "salsa dancing",
+           "quantum computing", "a wedding cake", "knitting patterns", "the school play",
+           "electric cars", "a charity run", "oil painting", "a rescue cat", "board games",
+           "a podcast", "street food", "the piano", "rock climbing", "a novel", "coffee beans",
+           "a kayak", "French cooking", "the garden shed", "a job interview", "a sci-fi film"]
+_PLACES = ["in Porto", "at the lake", "downtown", "at the library", "in Kyoto", "at work",
+           "at the community centre", "in the mountains", "at home", "in Berlin", "by the sea",
+           "at the market", "in Lisbon", "at the gym", "in the park", "at school",
+           "at a friend's place", "in Toronto", "on the train", "at the festival"]
+_WHEN = ["last weekend", "yesterday", "in May 2023", "this morning", "two weeks ago",
+         "on Monday", "last summer", "after dinner", "in 2022", "over the holidays",
+         "before work", "on her birthday", "on his birthday", "last night", "next month"]
+_HOW = ["happily", "for the first time", "again", "with friends", "alone", "reluctantly",
+        "with the kids", "after a long break", "on a whim", "with great care"]
+# fmt: on
+
+
+def _sentences(n: int, rng: np.random.Generator) -> list[str]:
+    """Template sentences of the kind a memory store holds (people, doings, places, times)."""
+    parts = [_NAMES, _DOING, _THINGS, _PLACES, _WHEN, _HOW]
+    picks = [rng.integers(0, len(p), n) for p in parts]
+    return [" ".join(p[i[j]] for p, i in zip(parts, picks, strict=True)) for j in range(n)]
 
 
 def _vocab(size: int, rng: np.random.Generator) -> list[str]:
@@ -108,8 +152,11 @@ def run_one(
     log: Callable[[str], None],
     keep: bool = False,
     defer_index: bool = False,
+    embedder: Any | None = None,
 ) -> ScaleRow:
     rng = np.random.default_rng(seed)
+    if embedder is not None:
+        dim = int(embedder.dim)
     corpus = Corpus(dim, max(100, n // 1000), seed)
     vocab = _vocab(2000, rng)
     ids: list[str] = []
@@ -139,20 +186,27 @@ def run_one(
         with store._tx() as db:
             db.execute("DROP INDEX items_embedding")
     data = np.empty((n, dim), dtype=np.float32)
-    add_seconds = 0.0
+    add_seconds = embed_seconds = 0.0
     for start in range(0, n, BATCH):
         m = min(BATCH, n - start)
-        vectors = corpus.draw(m, seed + 10 + start // BATCH, chunk=BATCH)
+        if embedder is None:
+            texts = _texts(m, start, rng, vocab)
+            vectors = corpus.draw(m, seed + 10 + start // BATCH, chunk=BATCH)
+        else:
+            texts = _sentences(m, rng)
+            spent, vectors = _time(partial(embedder.embed, texts))
+            embed_seconds += spent
         data[start : start + m] = vectors
         items = [
             MemoryItem(user_id=USER, cube_id=CUBE, text=t, session_id=f"s{(start + i) // 20}")
-            for i, t in enumerate(_texts(m, start, rng, vocab))
+            for i, t in enumerate(texts)
         ]
         ids.extend(i.id for i in items)
         spent, _ = _time(partial(store.add_items, items, vectors, actor="bench"))
         add_seconds += spent
         if start and start % (BATCH * 50) == 0:
-            log(f"{backend} n={n}: {start} items, {start / add_seconds:.0f}/s")
+            embedded = f", embedded {start / embed_seconds:.0f}/s" if embed_seconds else ""
+            log(f"{backend} n={n}: {start} items, {start / add_seconds:.0f}/s{embedded}")
     log(f"{backend} n={n}: added in {add_seconds:.1f}s; building the vector index")
 
     # index build from the rows
@@ -184,7 +238,10 @@ def run_one(
             conn.execute("VACUUM ANALYZE items")
     log(f"{backend} n={n}: index built in {build_s:.1f}s; searching")
 
-    qs = corpus.draw(queries + WARMUP, seed + 1)
+    if embedder is None:
+        qs = corpus.draw(queries + WARMUP, seed + 1)
+    else:
+        qs = embedder.embed(_sentences(queries + WARMUP, np.random.default_rng(seed + 1)))
     truth = exact_topk(data, qs[WARMUP:], 10)
     row_of = {item_id: i for i, item_id in enumerate(ids)}
     for q in qs[:WARMUP]:
@@ -198,7 +255,8 @@ def run_one(
     recall = hits / (10 * len(times))
 
     ft_times = []
-    for text in _texts(queries, 0, rng, vocab):
+    ft_texts = _texts(queries, 0, rng, vocab) if embedder is None else _sentences(queries, rng)
+    for text in ft_texts:
         query = " ".join(text.split()[2:5])
         spent, _ = _time(partial(store.fulltext_search, USER, CUBE, query, 10))
         ft_times.append(spent)
@@ -234,6 +292,8 @@ def run_one(
         queries=len(times),
         # SQLite's HNSW is derived state, built by the first search (the build column)
         add_mode="deferred" if deferred else "indexed" if backend == "postgres" else "lazy",
+        vectors="synthetic" if embedder is None else str(embedder.id),
+        embed_texts_per_s=None if embedder is None else round(n / embed_seconds, 1),
     )
 
 
@@ -247,6 +307,7 @@ def run(
     workdir: Path | None = None,
     seed: int = 0,
     defer_index: bool = False,
+    embedder: Any | None = None,
     log: Callable[[str], None] = lambda _: None,
     on_row: Callable[[ScaleRow], None] = lambda _: None,
 ) -> list[dict[str, Any]]:
@@ -266,6 +327,7 @@ def run(
                         seed=seed,
                         log=log,
                         defer_index=defer_index,
+                        embedder=embedder,
                     )
                     on_row(row)
                     rows.append(asdict(row))

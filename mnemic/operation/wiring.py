@@ -74,11 +74,10 @@ def start_jobs(
     *,
     background: bool = True,
 ) -> JobQueue:
-    """The queue (by default journaled next to the database) with the extraction handler;
+    """The queue (by default :func:`job_queue`) with the extraction handler;
     ``background``: run jobs on a worker thread, else when someone waits for them."""
     if queue is None:
-        db = settings.db_path
-        queue = InProcessQueue(db.with_name(db.name + ".jobs"), worker=background)
+        queue = job_queue(settings, background=background)
     queue.register(JOB_KIND, ExtractionJob(store, embedder, extractor(settings, lc), lc))
     queue.register(ORGANIZE_JOB, OrganizeJob(organizer(settings, store)))
     queue.start()
@@ -97,6 +96,22 @@ def organizer(settings: Settings, store: Store) -> Organizer:
         return get_llm(settings.llm)
 
     return Organizer(store, settings.organizer, llm_factory=llm)
+
+
+def job_queue(settings: Settings, *, background: bool = True) -> JobQueue:
+    """``jobs.backend``: PostgreSQL (shared by every process using the store) or a journal
+    file beside the SQLite database; ``auto`` follows the store."""
+    backend = settings.jobs.backend
+    if backend == "auto":
+        backend = "postgres" if settings.store.backend == "postgres" else "local"
+    if backend == "postgres":
+        from mnemic.operation.pg_jobs import PostgresQueue
+
+        return PostgresQueue(
+            settings.store.dsn or "", worker=background, lease_s=settings.jobs.lease_s
+        )
+    db = settings.db_path
+    return InProcessQueue(db.with_name(db.name + ".jobs"), worker=background)
 
 
 def with_ttl(items: list[MemoryItem], config: LifecycleConfig) -> list[MemoryItem]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew
+from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew, StoreError
 from mnemic.infra.store.base import ItemFilter
 from mnemic.models import MemoryItem, MemoryKind, MemoryStatus, Source
 
@@ -216,6 +216,35 @@ def test_record_access_counts(store) -> None:
 # ---- SQLite specifics: durability of the derived vector index
 
 
+def test_filtered_vector_search_finds_a_sliver_of_a_large_scope(store) -> None:
+    """A filter holding a few rows of thousands (a session) still gets its k nearest: the
+    index's nearest candidates hold none of them, so the store must look past them."""
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((3100, DIM)).astype(np.float32)
+    items = [
+        item(text=f"t{n}", session_id="rare" if n % 700 == 3 else "common") for n in range(3100)
+    ]
+    add(store, items, list(vectors))
+    query = vectors[0]  # an item of the common session is the nearest of all
+    rare = [n for n in range(3100) if n % 700 == 3]
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = unit[rare] @ (query / np.linalg.norm(query))
+    expected = [items[rare[i]].id for i in np.argsort(-sims)[:3]]
+    found = store.vector_search("ana", "ana/default", query, 3, ItemFilter(session_id="rare"))
+    assert [s.item_id for s in found] == expected
+    assert abs(found[0].score - float(np.sort(sims)[-1])) < 1e-3
+    assert store.vector_search("ana", "ana/default", query, 3, ItemFilter(session_id="x")) == []
+
+
+def test_a_closed_store_says_so(store) -> None:
+    add(store, [item(text="tea")])
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.fulltext_search("ana", "ana/default", "tea", 5)
+    with pytest.raises(StoreError, match="closed"):
+        store.vector_search("ana", "ana/default", vec(1), 5)
+
+
 def test_vector_index_survives_reopen_and_lost_snapshot(tmp_path: Path) -> None:
     from mnemic.infra.store.sqlite import SQLiteStore
 
@@ -254,6 +283,53 @@ def test_second_connection_sees_writes_of_the_first(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_fulltext_ranks_telling_terms_first_with_the_same_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large tables leave words in half their rows out of the first match (FTS5 clamps
+    their IDF): the same items come back, their scores lack at most ~1e-6 a common word."""
+    import sqlite3
+
+    from mnemic.infra.store import sqlite as sqlite_store
+
+    path = tmp_path / "s.db"
+    with sqlite_store.SQLiteStore(path, dim=DIM) as s:
+        texts = []
+        for n in range(60):
+            words = ["common", "filler"] + (["usual"] if n % 2 else [])  # usual: half the rows
+            words += ["running", "dogs"] if n < 5 else []  # stemmed on both sides
+            texts.append(" ".join(words) + f" n{n}")
+        items = [item(text=t, index_text=t) for t in texts]
+        add(s, items)
+
+        def search(query: str, k: int, prune_from: int) -> list[tuple[str, float]]:
+            monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", prune_from)
+            return [(h.item_id, h.score) for h in s.fulltext_search("ana", "ana/default", query, k)]
+
+        words = ["common", "run", "usual"]
+        s.fulltext_search("ana", "ana/default", "common running usual", 3)
+        assert not s._fts_helpers  # a small store searches as it always did
+        assert s._telling("items_fts", words, lambda: s._stems(words)) is None  # < 10,000 rows
+        monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", 20)
+        assert s._stems(["running", "dogs", "x_y"]) == [["run"], ["dog"], ["x", "y"]]
+        assert s._telling("items_fts", words, lambda: s._stems(words)) == ["run"]
+        for query, k in [("common running usual", 2), ("common running usual", 4)]:
+            pruned, whole = search(query, k, 20), search(query, k, 10**9)
+            assert [i for i, _ in pruned] == [i for i, _ in whole]
+            assert {i for i, _ in pruned} <= {i.id for i in items[:5]}
+            for (_, a), (_, b) in zip(pruned, whole, strict=True):
+                assert 0 <= b - a < 1e-5
+        # 2k = 10 > the 5 rows with a telling word: every word is searched, as before
+        assert search("common running usual", 5, 20) == search("common running usual", 5, 10**9)
+        # only common words: the rows they match come back, with their tiny scores
+        assert search("common usual", 3, 20) == search("common usual", 3, 10**9)
+        assert len(search("common usual", 3, 20)) == 3
+    # the helper tables are temporary: nothing was added to the database file
+    with sqlite3.connect(path) as db:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert not [n for n in names if n.startswith("mnemic_")]
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
