@@ -304,3 +304,19 @@ def test_policy_waits_for_enough_new_items(store) -> None:
     assert due(store, cfg, U, C)  # 5 waiting: every_adds, and more than 10% of 20
     assert not due(store, cfg.model_copy(update={"growth": 0.5}), U, C)  # needs 10
     assert not due(store, cfg.model_copy(update={"every_adds": 0}), U, C)  # on demand only
+
+
+def test_a_title_names_the_subject_not_the_small_talk() -> None:
+    from mnemic.operation.organizer.tree import title_of
+
+    said = [
+        "Wow, thanks! I really love pottery, it's so calming.",
+        "Yeah, pottery class was awesome, I also made a bowl.",
+        "Thanks, glad you like the pottery bowl!",
+    ]
+    items = [MemoryItem(user_id=U, cube_id=C, text=t, speaker="Mel") for t in said]
+    title = title_of(items)
+    assert title.split(" / ")[0] == "pottery"
+    assert not {"thanks", "wow", "yeah", "really", "also", "awesome", "glad"} & set(
+        title.split(" / ")
+    ), title

@@ -42,14 +42,82 @@ def line(item: MemoryItem) -> str:
     return f"{item.speaker}: {item.text}"
 
 
+# words of talk, not of a subject: a title made of them says nothing about the topic
+FILLERS = frozenset(
+    [
+        "also",
+        "really",
+        "just",
+        "yeah",
+        "yes",
+        "yep",
+        "lol",
+        "haha",
+        "thanks",
+        "thank",
+        "wow",
+        "cool",
+        "sure",
+        "well",
+        "okay",
+        "glad",
+        "totally",
+        "definitely",
+        "absolutely",
+        "awesome",
+        "amazing",
+        "great",
+        "good",
+        "nice",
+        "sounds",
+        "super",
+        "pretty",
+        "much",
+        "lot",
+        "lots",
+        "something",
+        "anything",
+        "everything",
+        "thing",
+        "things",
+        "way",
+        "kind",
+        "sort",
+        "bit",
+        "get",
+        "got",
+        "know",
+        "think",
+        "thought",
+        "feel",
+        "felt",
+        "make",
+        "made",
+        "going",
+        "gonna",
+        "wanna",
+        "let",
+        "see",
+        "say",
+        "said",
+        "tell",
+    ]
+)
+
+
 def words_of(item: MemoryItem, names: frozenset[str] = frozenset()) -> set[str]:
-    """An item's content words: lowercased, no stopwords or contractions, not its speaker's
-    name nor one of ``names`` (the scope's speakers, who are in every topic)."""
+    """An item's content words: lowercased, no stopwords, fillers or contractions, not its
+    speaker's name nor one of ``names`` (the scope's speakers, who are in every topic)."""
     speaker = (item.speaker or "").lower()
     return {
         w
         for w in (m.lower() for m in _WORD.findall(item.text))
-        if len(w) > 2 and w not in STOPWORDS and "'" not in w and w != speaker and w not in names
+        if len(w) > 2
+        and w not in STOPWORDS
+        and w not in FILLERS
+        and "'" not in w
+        and w != speaker
+        and w not in names
     }
 
 
