@@ -314,10 +314,15 @@ def unpack(archive: Path, dest: Path, **expect: Any) -> dict[str, Any]:
         staging = Path(tmp) / "cube"
         staging.mkdir()
         try:
-            with tarfile.open(archive, "r:*") as tar:
-                _extract(tar, staging)
+            # a plain tar only (mnemic writes them): a compressed one could unpack to far more
+            # than the bytes that were bounded on the way in
+            with tarfile.open(archive, "r:") as tar:
+                _extract(tar, staging, limit=archive.stat().st_size)
         except (OSError, tarfile.TarError) as exc:
-            raise InvalidInput(f"{archive} is not a readable tar archive: {exc}") from exc
+            raise InvalidInput(
+                f"{archive} is not a readable plain tar archive ({exc}); a compressed "
+                "archive must be decompressed first"
+            ) from exc
         document = verify(staging, **expect)
         if dest.exists():
             dest.rmdir()
@@ -325,13 +330,19 @@ def unpack(archive: Path, dest: Path, **expect: Any) -> dict[str, Any]:
     return document
 
 
-def _extract(tar: tarfile.TarFile, staging: Path) -> None:
+def _extract(tar: tarfile.TarFile, staging: Path, *, limit: int) -> None:
+    """Write the archive's regular files under ``staging``; their sizes together may not
+    pass ``limit`` (the archive's own size: a plain tar holds no more than it weighs)."""
+    total = 0
     for member in tar:
         rel = _safe_member(member.name)
-        if not member.isfile():
+        if not member.isfile() or member.issparse():
             raise InvalidInput(
                 f"the archive holds {member.name!r}, which is not a regular file; refused"
             )
+        total += member.size
+        if total > limit:
+            raise InvalidInput("the archive's files are larger than the archive; refused")
         target = staging.joinpath(*rel.parts)
         if target.exists():
             raise InvalidInput(f"the archive holds {member.name!r} twice; refused")

@@ -89,5 +89,5 @@ def test_cube_archives_download_and_upload(servers: list[ThreadedServer], tmp_pa
     assert on_small.cubes() == []
     # a body that is not a tar archive
     (tmp_path / "junk.tar").write_bytes(b"not a tar")
-    with pytest.raises(InvalidInput, match="not a readable tar"):
+    with pytest.raises(InvalidInput, match="not a readable plain tar"):
         on_small.load_cube(tmp_path / "junk.tar")

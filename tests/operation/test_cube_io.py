@@ -105,6 +105,19 @@ def test_links_in_an_archive_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_compressed_bomb_is_refused_before_it_fills_the_disk(tmp_path: Path) -> None:
+    """64 MB of zeros gzip to ~64 KB: unpacked, an upload bounded at 1 GiB could write ~1 TB."""
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:
+        info = tarfile.TarInfo("plaintext/items.jsonl")
+        info.size = 64 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(InvalidInput, match="plain tar"):
+        cube_io.unpack(bomb, tmp_path / "out" / "cube")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def _repack(tmp_path: Path, folder: Path, change) -> Path:
     members = []
     for rel, data in sorted(_tree(folder).items()):
