@@ -273,6 +273,28 @@ def test_sdk_tree_neighbors_reorganize_and_policy(memory) -> None:
         mem.neighbors("nope", user_id="ana")
 
 
+def test_a_purged_memory_leaves_no_trace_in_its_topic(memory) -> None:
+    mem = memory
+    said = [
+        "I like green apples from the market.",
+        "Apples from the market are my favourite snack.",
+        "My bank PIN is 4321, keep it secret.",
+    ]
+    added = mem.add(said, user_id="ana", wait=True)
+    mem.reorganize(user_id="ana")
+
+    def shown() -> str:
+        tree = mem.tree(user_id="ana")
+        return " ".join(f"{t.title} {t.summary} {[i.text for i in t.items]}" for t in tree.topics)
+
+    assert "4321" in shown()
+    mem.delete(added[2].id, user_id="ana", purge=True)
+    assert "4321" not in shown() and "bank" not in shown()
+    mem.reorganize(user_id="ana")  # the topic that held it is written again
+    tree = mem.tree(user_id="ana")
+    assert "4321" not in shown() and all(t.title and t.summary for t in tree.topics)
+
+
 def test_duplicates_are_found_across_blocks_of_the_similarity_matrix() -> None:
     from mnemic.operation.organizer.reorganizer import duplicate_groups
 

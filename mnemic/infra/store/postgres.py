@@ -865,7 +865,14 @@ class PostgresStore:
                 "vectors = vectors - %s WHERE user_id = %s AND cube_id = %s",
                 (int(row["has_vector"]), user_id, cube_id),
             )
-            # the tree and the graph only ever reference items that exist
+            # the tree and the graph only ever reference items that exist; the topic that held
+            # it forgets the title, summary and centroid made from it (the next pass rewrites it)
+            db.execute(
+                "UPDATE topics SET title = '', summary = '', centroid = NULL "
+                "WHERE user_id = %s AND cube_id = %s AND id IN (SELECT topic_id FROM topic_members "
+                "WHERE user_id = %s AND cube_id = %s AND item_id = %s)",
+                (user_id, cube_id, user_id, cube_id, item_id),
+            )
             db.execute(
                 "DELETE FROM topic_members WHERE user_id = %s AND cube_id = %s AND item_id = %s",
                 (user_id, cube_id, item_id),

@@ -730,7 +730,14 @@ class SQLiteStore:
                     (scope, rowid),
                 )
             db.execute("DELETE FROM items WHERE rowid = ?", (rowid,))
-            # the tree and the graph only ever reference items that exist
+            # the tree and the graph only ever reference items that exist; the topic that held
+            # it forgets the title, summary and centroid made from it (the next pass rewrites it)
+            db.execute(
+                "UPDATE topics SET title = '', summary = '', centroid = NULL "
+                "WHERE user_id = ? AND cube_id = ? AND id IN (SELECT topic_id FROM topic_members "
+                "WHERE user_id = ? AND cube_id = ? AND item_id = ?)",
+                (user_id, cube_id, user_id, cube_id, item_id),
+            )
             db.execute(
                 "DELETE FROM topic_members WHERE user_id = ? AND cube_id = ? AND item_id = ?",
                 (user_id, cube_id, item_id),

@@ -198,6 +198,9 @@ class TreePlan:
             for t in self.topics.values()
             if t.centroid is not None
         }
+        # a topic whose summary was wiped (an item of it was purged) is written again
+        self.stale = {t.id for t in self.topics.values() if not t.summary}
+        self.touched |= self.stale
 
     # ------------------------------------------------------------------ state
 
@@ -351,9 +354,11 @@ class TreePlan:
                 continue
             ids = self.of(topic_id)
             old = self.topics.get(topic_id)
-            if old is not None and set(ids) == {
-                i for i, t in self.members.items() if t == topic_id
-            }:
+            if (
+                old is not None
+                and topic_id not in self.stale
+                and set(ids) == {i for i, t in self.members.items() if t == topic_id}
+            ):
                 continue  # touched and back as it was: nothing to rewrite
             centroid = self.centroid(topic_id)
             members = [self.items[i] for i in ids if i in self.items]
