@@ -273,6 +273,21 @@ def test_sdk_tree_neighbors_reorganize_and_policy(memory) -> None:
         mem.neighbors("nope", user_id="ana")
 
 
+def test_two_passes_planned_from_one_tree_cannot_both_apply(store) -> None:
+    from mnemic.errors import Conflict
+
+    put(store, [(fact(f"hiking trip {k}", day=k), direction(0, 0.1 * k, 1)) for k in range(4)])
+    org = Organizer(store, OrganizerConfig())
+    first, _ = org.plan(U, C)
+    second, _ = org.plan(U, C)  # planned meanwhile, from the same (empty) tree
+    store.organize(first, actor="test")
+    after_first = snapshot(store)
+    with pytest.raises(Conflict, match="tree changed"):
+        store.organize(second, actor="test")
+    assert snapshot(store) == after_first  # refused whole
+    assert Organizer(store, OrganizerConfig()).run(U, C).changed is False  # replans: nothing
+
+
 def test_a_purged_memory_leaves_no_trace_in_its_topic(memory) -> None:
     mem = memory
     said = [

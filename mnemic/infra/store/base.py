@@ -125,6 +125,11 @@ class TreeChange:
     # history rows about topics: (topic id, action, reason, details)
     notes: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
     move_reason: str | None = None
+    # the tree the step was planned from: topic id -> version and item id -> topic id; if
+    # the stored tree differs when the step is applied (another pass ran meanwhile),
+    # ``organize`` raises Conflict and writes nothing
+    expected_topics: dict[str, int] | None = None
+    expected_members: dict[str, str] | None = None
 
     def empty(self) -> bool:
         return not (
@@ -137,6 +142,14 @@ class TreeChange:
             or self.drop_edges
             or self.notes
         )
+
+
+def tree_changed(change: TreeChange, topics: dict[str, int], members: dict[str, str]) -> bool:
+    """Whether the stored tree (``topics``: id -> version, ``members``) is no longer the
+    one ``change`` was planned from."""
+    return (change.expected_topics is not None and topics != change.expected_topics) or (
+        change.expected_members is not None and members != change.expected_members
+    )
 
 
 class Store(Protocol):

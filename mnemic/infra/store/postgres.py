@@ -43,7 +43,7 @@ from mnemic.errors import (
     SchemaTooNew,
     StoreError,
 )
-from mnemic.infra.store.base import Grant, ItemFilter, Scored, TreeChange
+from mnemic.infra.store.base import Grant, ItemFilter, Scored, TreeChange, tree_changed
 from mnemic.infra.text import STOPWORDS
 from mnemic.models import (
     SCHEMA_VERSION,
@@ -1093,6 +1093,24 @@ class PostgresStore:
                 "SELECT 1 FROM scopes WHERE user_id = %s AND cube_id = %s FOR UPDATE",
                 (user_id, cube_id),
             )
+            if change.expected_topics is not None or change.expected_members is not None:
+                topics = {
+                    r["id"]: r["version"]
+                    for r in db.execute(
+                        "SELECT id, version FROM topics WHERE user_id = %s AND cube_id = %s",
+                        (user_id, cube_id),
+                    ).fetchall()
+                }
+                members = {
+                    r["item_id"]: r["topic_id"]
+                    for r in db.execute(
+                        "SELECT item_id, topic_id FROM topic_members "
+                        "WHERE user_id = %s AND cube_id = %s",
+                        (user_id, cube_id),
+                    ).fetchall()
+                }
+                if tree_changed(change, topics, members):
+                    raise Conflict("the tree changed while this pass was planned; plan again")
             for c in change.items:
                 self._update_in(db, c.item, None, actor, c.action, c.reason, c.expected_version)
             if change.drop_topics:

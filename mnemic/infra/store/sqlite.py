@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew, StoreError
-from mnemic.infra.store.base import Grant, ItemFilter, Scored, TreeChange
+from mnemic.infra.store.base import Grant, ItemFilter, Scored, TreeChange, tree_changed
 from mnemic.infra.store.vector_index import VectorIndex
 from mnemic.infra.text import STOPWORDS
 from mnemic.models import (
@@ -948,6 +948,24 @@ class SQLiteStore:
             raise InvalidInput("an organizing step works on one scope: its own items and topics")
         now = ts(utcnow())
         with self._tx() as db:
+            if change.expected_topics is not None or change.expected_members is not None:
+                topics = {
+                    r[0]: r[1]
+                    for r in db.execute(
+                        "SELECT id, version FROM topics WHERE user_id = ? AND cube_id = ?",
+                        (user_id, cube_id),
+                    )
+                }
+                members = {
+                    r[0]: r[1]
+                    for r in db.execute(
+                        "SELECT item_id, topic_id FROM topic_members "
+                        "WHERE user_id = ? AND cube_id = ?",
+                        (user_id, cube_id),
+                    )
+                }
+                if tree_changed(change, topics, members):
+                    raise Conflict("the tree changed while this pass was planned; plan again")
             for c in change.items:
                 self._update_row(
                     db,

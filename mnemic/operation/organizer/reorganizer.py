@@ -14,7 +14,8 @@ in memory:
 
 Everything planned is applied by one :meth:`Store.organize` call, one transaction: a crash
 leaves the scope as it was before the pass or as it is after. A pass over an organized scope
-plans nothing (idempotent). If an item changed meanwhile (a stale version), the pass is
+plans nothing (idempotent). If an item or the tree changed meanwhile (a stale version, or
+another pass applied since this one read the tree), the pass is
 planned again.
 """
 
@@ -229,11 +230,14 @@ class Organizer:
 
         # 2. the tree
         members = self.store.topic_members(user_id, cube_id)
+        topics_now = {t.id: t for t in self.store.topics(user_id, cube_id)}
+        change.expected_topics = {t.id: t.version for t in topics_now.values()}
+        change.expected_members = dict(members)
         tree = TreePlan(
             user_id,
             cube_id,
             cfg,
-            topics={t.id: t for t in self.store.topics(user_id, cube_id)},
+            topics=topics_now,
             members=members,
             vectors=vectors,
             items={i.id: i for i in live},
