@@ -65,7 +65,8 @@ def _vectors(
             out[n] = stored[item.id]
     if missing:
         out[missing] = embedder.embed([embed_text(items[n]) for n in missing])
-    return out
+    # unit length whatever was stored (a loaded cube's vectors are not ours to trust)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def compose(

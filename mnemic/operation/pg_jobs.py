@@ -387,7 +387,8 @@ class PostgresQueue:
                             "AND status = 'running'",
                             (self.lease_s, sorted(self._running), self.me),
                         )
-                except StoreError as exc:  # the server is away: the next beat tries again
+                except Exception as exc:  # any error: the next beat tries again, for a
+                    # beat that stopped for good would let a long job's lease run out
                     log.warning("job queue heartbeat failed: %s", exc)
 
     def _work(self) -> None:

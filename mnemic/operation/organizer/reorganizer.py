@@ -98,6 +98,8 @@ def duplicate_groups(
         if len(bucket) < 2:
             continue
         matrix = np.stack([vectors[i.id] for i in bucket])
+        # cosine whatever the vectors' lengths (a loaded cube's are not ours to trust)
+        matrix = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
         parent = list(range(len(bucket)))
 
         def find(x: int, parent: list[int] = parent) -> int:
