@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from mnemic.errors import InvalidInput
+from mnemic.errors import InvalidInput, StoreError
 from mnemic.infra.hashing import sha256_file
 from mnemic.infra.store.base import ItemFilter, Store
 from mnemic.models import SCHEMA_VERSION, CubeManifest, HistoryEntry, MemoryItem
@@ -52,30 +52,64 @@ KINDS = ("activation", "parametric")  # folders copied as they are, beside plain
 _PAGE = 500
 
 
+def _read_cube(
+    store: Store, user_id: str, cube_id: str
+) -> tuple[list[MemoryItem], list[HistoryEntry], dict[str, Any]] | None:
+    """The cube's items, history and vectors, or None if a write tore the reads apart."""
+    everything = ItemFilter.any_status()
+    items: list[MemoryItem] = []
+    offset = 0
+    while True:
+        page = store.list_items(user_id, cube_id, everything, limit=_PAGE, offset=offset)
+        items.extend(page)
+        offset += len(page)
+        if len(page) < _PAGE:
+            break
+    if len({i.id for i in items}) != len(items):
+        return None  # an item moved between pages
+    history = [h for item in items for h in store.history(user_id, cube_id, item.id)]
+    history.sort(key=lambda h: h.id)
+    last: dict[str, int] = {}
+    for h in history:
+        if h.after is not None and "version" in h.after:
+            last[h.item_id] = max(last.get(h.item_id, 0), int(h.after["version"]))
+    if any(last.get(i.id, i.version) != i.version for i in items):
+        return None  # an item changed after it was read
+    vectors: dict[str, Any] = {}
+    for start in range(0, len(items), _PAGE):
+        ids = [i.id for i in items[start : start + _PAGE]]
+        vectors.update(store.get_vectors(user_id, cube_id, ids))
+    if store.count_items(user_id, cube_id, everything) != len(items):
+        return None  # an item was added or purged meanwhile
+    return items, history, vectors
+
+
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in rows)
+
+
+_SNAPSHOT_TRIES = 5
 
 
 def export_plaintext(store: Store, user_id: str, cube_id: str) -> dict[str, bytes]:
     """Every item (any status, in the store's order: valid time, then insertion, which a
     load keeps), every history row (in the store's order, numbered
     from 1 so that another store's numbering does not show) and every stored vector (by
-    item id) of one cube, as JSONL."""
-    items, offset = [], 0
-    while True:
-        page = store.list_items(
-            user_id, cube_id, ItemFilter.any_status(), limit=_PAGE, offset=offset
-        )
-        items.extend(page)
-        offset += len(page)
-        if len(page) < _PAGE:
+    item id) of one cube, as JSONL.
+
+    The reads are several calls, so a write in between could tear them (an item paged twice
+    or missed, history newer than its item): what was read is checked against itself and
+    against the cube's count, and read again if it does not hold together."""
+    for _ in range(_SNAPSHOT_TRIES):
+        snapshot = _read_cube(store, user_id, cube_id)
+        if snapshot is not None:
+            items, history, vectors = snapshot
             break
-    history = [h for item in items for h in store.history(user_id, cube_id, item.id)]
-    history.sort(key=lambda h: h.id)
-    vectors: dict[str, Any] = {}
-    for start in range(0, len(items), _PAGE):
-        ids = [i.id for i in items[start : start + _PAGE]]
-        vectors.update(store.get_vectors(user_id, cube_id, ids))
+    else:
+        raise StoreError(
+            f"cube {cube_id} kept changing while it was dumped ({_SNAPSHOT_TRIES} tries); "
+            "pause its writers and dump again"
+        )
     return {
         ITEMS: _jsonl([i.model_dump(mode="json") for i in items]),
         HISTORY: _jsonl(

@@ -163,3 +163,30 @@ def test_a_symlink_in_a_kind_folder_is_not_dumped(cube, tmp_path: Path) -> None:
     (kinds["activation"] / "link.safetensors").symlink_to("/etc/passwd")
     with pytest.raises(InvalidInput, match="symbolic link"):
         cube_io.dump(tmp_path / "a", manifest, plaintext, kinds)
+
+
+def test_a_write_during_the_dump_is_read_again_not_torn(tmp_path: Path) -> None:
+    """A writer changes an item between the dump's reads: the dump reads again and holds one
+    consistent state (here: the item at its new version, with its history)."""
+    from mnemic.infra.store.sqlite import SQLiteStore
+
+    class WrittenDuringTheDump(SQLiteStore):
+        writes = 0
+
+        def history(self, user_id, cube_id, item_id):
+            if self.writes == 0:  # between reading the items and their history
+                self.writes += 1
+                (old,) = self.get_items(user_id, cube_id, [item_id])
+                new = old.model_copy(update={"text": "changed", "version": old.version + 1})
+                self.update_item(new, np.ones(4, np.float32), actor="w", expected_version=1)
+            return super().history(user_id, cube_id, item_id)
+
+    store = WrittenDuringTheDump(tmp_path / "s.db", dim=4)
+    item = MemoryItem(user_id="u", cube_id=CUBE, text="first")
+    store.add_items([item], np.ones((1, 4), np.float32), actor="u")
+    out = cube_io.export_plaintext(store, "u", CUBE)
+    (line,) = out[cube_io.ITEMS].splitlines()
+    assert json.loads(line)["version"] == 2 and json.loads(line)["text"] == "changed"
+    assert len(out[cube_io.HISTORY].splitlines()) == 2
+    assert out == cube_io.export_plaintext(store, "u", CUBE)
+    store.close()
