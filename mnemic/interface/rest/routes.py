@@ -3,16 +3,17 @@ into the SDK as the caller's user; the SDK enforces ownership and grants."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from mnemic.interface.rest.auth import Admin, User
@@ -162,10 +163,10 @@ def grants(
 @router.get(
     "/cubes/archive",
     tags=["cubes"],
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={200: {"content": {"application/x-tar": {}}}},
 )
-def dump_cube(user: User, mem: Mem, cube_id: CubeQ = None) -> FileResponse:
+def dump_cube(user: User, mem: Mem, cube_id: CubeQ = None) -> StreamingResponse:
     """One of your cubes as a tar archive: its items with vectors and history, its KV caches
     and adapters, with the sha256 of every file (``mnemic cube load`` or POST it back)."""
     folder = Path(tempfile.mkdtemp(prefix="mnemic-cube-"))
@@ -175,11 +176,24 @@ def dump_cube(user: User, mem: Mem, cube_id: CubeQ = None) -> FileResponse:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", doc["cube"]["cube_id"]).strip("-.") or "cube"
-    return FileResponse(
-        folder / "cube.tar",
+    # the folder goes at once: the open handle keeps the bytes readable until it is closed,
+    # so a client that goes away mid-download leaves nothing behind on disk
+    handle = (folder / "cube.tar").open("rb")
+    shutil.rmtree(folder, ignore_errors=True)
+    size = os.fstat(handle.fileno()).st_size
+
+    def chunks() -> Iterator[bytes]:
+        with handle:
+            while block := handle.read(1 << 20):
+                yield block
+
+    return StreamingResponse(
+        chunks(),
         media_type="application/x-tar",
-        filename=f"{name}.tar",
-        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+        headers={
+            "content-disposition": f'attachment; filename="{name}.tar"',
+            "content-length": str(size),
+        },
     )
 
 
