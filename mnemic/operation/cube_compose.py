@@ -180,8 +180,11 @@ def _carry(
 ) -> MemoryItem:
     metadata = dict(item.metadata)
     metadata[KEY] = [*metadata.get(KEY, []), {**origin, "item_id": item.id}]
-    if isinstance(metadata.get("superseded_by"), str):
-        metadata["superseded_by"] = idmap.get(metadata["superseded_by"], metadata["superseded_by"])
+    for key in ("superseded_by", "merged_into"):  # pointers to other items of the cube
+        if isinstance(metadata.get(key), str):
+            metadata[key] = idmap.get(metadata[key], metadata[key])
+    if isinstance(metadata.get("absorbed"), list):
+        metadata["absorbed"] = [idmap.get(i, i) for i in metadata["absorbed"]]
     source = item.source.model_copy(
         update={"item_ids": [idmap.get(i, i) for i in item.source.item_ids]}
     )
