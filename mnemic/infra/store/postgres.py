@@ -1590,6 +1590,9 @@ class PostgresStore:
 
         def work(db: psycopg.Connection[Any]) -> None:
             if cube is not None:
+                # one cube load at a time store-wide, so that two loads of one archive under
+                # two cube ids cannot both find its ids free (held until commit)
+                db.execute("SELECT pg_advisory_xact_lock(hashtext('mnemic:cube-load'))")
                 created = db.execute(
                     "INSERT INTO cubes(cube_id, owner_id, manifest) VALUES (%s, %s, %s) "
                     "ON CONFLICT (cube_id) DO NOTHING",
