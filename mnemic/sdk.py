@@ -51,6 +51,7 @@ from mnemic.operation.scheduler import Scheduler
 if TYPE_CHECKING:
     from mnemic.infra.llm.base import LLM
     from mnemic.operation.organizer import Organizer
+    from mnemic.operation.scheduler.activation import KVPreloader
 
 MAX_TOP_K = 1000
 MAX_TOKEN_BUDGET = 1_000_000
@@ -145,6 +146,7 @@ class Memory:
         )
         self._retriever: Retriever | None = None
         self._scheduler: Scheduler | None = None
+        self._kv_preloader: KVPreloader | None = None
         self._organizer: Organizer | None = None
         # called with the stored items after every durable add (benchmarks, observers)
         self.listeners: list[Callable[[list[MemoryItem]], None]] = []
@@ -201,6 +203,55 @@ class Memory:
             )
         return self._scheduler
 
+    def attach_model(
+        self, model: Any, tokenizer: Any, *, model_id: str | None = None, max_items: int = 50
+    ) -> None:
+        """Preload into activation memory too: from now on every preload of a session's
+        working memory (next-scene prediction after ``add``) also compiles the KV cache of
+        those items for this local transformer (extra ``hf``), in the background, into the
+        cube's activation folder; :meth:`session_cache` hands it over for generation
+        (:func:`mnemic.infra.activation.generate`)."""
+        from mnemic.operation.scheduler.activation import KVPreloader
+
+        scheduler = self.scheduler
+        if scheduler is None:
+            raise ConfigError("attach_model needs the scheduler: set scheduler.enabled = true")
+        if self._kv_preloader is not None:
+            self._kv_preloader.close()
+        self._kv_preloader = KVPreloader(
+            model,
+            tokenizer,
+            lambda user, cube: self.cube_folder(cube, user_id=user),
+            model_id=model_id,
+            max_items=max_items,
+        )
+        scheduler.on_preload = self._kv_preloader
+
+    def session_cache(
+        self,
+        session_id: str,
+        *,
+        user_id: str,
+        cube_id: str | None = None,
+        wait: float | None = None,
+    ) -> Any | None:
+        """The KV cache of the session's preloaded working memory (an
+        :class:`~mnemic.infra.activation.kv.KVCache`), or None: no model attached, nothing
+        preloaded yet, or one of its items changed since. ``wait``: seconds to wait for a
+        compile in progress."""
+        owner, cube = self._access(user_id, cube_id)
+        preloader = self._kv_preloader
+        if preloader is None:
+            return None
+        if wait:
+            preloader.wait(wait)
+        cache = preloader.cache((owner, cube, session_id))
+        if cache is None:
+            return None
+        now = self.store.get_items(owner, cube, [item_id for item_id, _ in cache.items])
+        versions = {i.id: (i.version if i.status == "active" else None) for i in now}
+        return preloader.cache((owner, cube, session_id), versions)
+
     def set_retrieval(self, config: RetrievalConfig) -> None:
         """Search with another retrieval recipe from now on (stages, weights, depths)."""
         self._retriever = Retriever(self.store, self.embedder, config)
@@ -208,6 +259,8 @@ class Memory:
 
     def close(self) -> None:
         """Close the store; jobs not yet done stay journaled and resume on the next open."""
+        if self._kv_preloader is not None:
+            self._kv_preloader.close()
         self.jobs.close()
         self.store.close()
 

@@ -75,12 +75,16 @@ class Scheduler:
         store: Store,
         config: SchedulerConfig,
         embedder: Callable[[], Embedder] | None = None,
+        on_preload: Callable[[Key, list[MemoryItem]], None] | None = None,
     ) -> None:
         """``embedder`` gives the scene its vector when turns arrive without one (``add``
-        stores raw turns first and embeds them in the background)."""
+        stores raw turns first and embeds them in the background). ``on_preload`` is told
+        each session's working memory after a preload (the KV-cache preloader:
+        :mod:`.activation`)."""
         self.store = store
         self.config = config
         self.embedder = embedder
+        self.on_preload = on_preload
         self.predictor = NextScenePredictor(store, config)
         self.stats = SchedulerStats()
         self._sessions: OrderedDict[Key, _Session] = OrderedDict()
@@ -142,6 +146,8 @@ class Scheduler:
         self.stats.preloads += 1
         self.stats.preloaded_items += len(chosen)
         self.stats.preload_ms.append((time.perf_counter() - t) * 1000)
+        if self.on_preload is not None:
+            self.on_preload(key, session.memory.items())
         return [c[0].id for c in chosen]
 
     def _embed_scene(self, session: _Session) -> None:
