@@ -95,23 +95,17 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, scope, id);
 _ENDED = ("done", "failed")
 
 
-class InProcessQueue:
-    """Jobs journaled at ``path`` (``None``: in memory, lost on exit); see the module doc."""
+class WorkerQueue:
+    """What every queue shares: handlers, a worker thread or inline runs, waiting, closing.
 
-    def __init__(self, path: str | Path | None = None, *, worker: bool = True) -> None:
-        self.path = None if path is None else Path(path)
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+    A backend says how jobs are kept: ``submit``, ``failed``, ``pending``, ``start`` and the
+    hooks ``_jobs`` (the jobs of some ids), ``_busy`` (does a scope have work left),
+    ``_claim`` (take the next job), ``_finish`` (record how it ended), ``_requeue_orphans``
+    (jobs of workers that are gone go back to the queue) and ``_shutdown`` (release what it
+    holds). ``_cond`` is re-entrant: a hook may take it again."""
+
+    def __init__(self, *, worker: bool) -> None:
         self.worker = worker
-        self._db = sqlite3.connect(
-            ":memory:" if self.path is None else str(self.path),
-            check_same_thread=False,
-            isolation_level=None,
-            timeout=30,
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
         self._handlers: dict[str, Handler] = {}
         self._cond = threading.Condition()
         self._run_lock = threading.Lock()  # one job at a time in this process
@@ -119,36 +113,38 @@ class InProcessQueue:
         self._closed = False
         self._thread: threading.Thread | None = None
 
+    # ------------------------------------------------------------------ backend hooks
+
+    def _jobs(self, ids: Sequence[int]) -> list[Job]:
+        raise NotImplementedError
+
+    def _busy(self, scope: str) -> bool:
+        raise NotImplementedError
+
+    def _claim(self, scope: str | None) -> Job | None:
+        raise NotImplementedError
+
+    def _finish(self, job: Job, status: str, error: str | None) -> None:
+        raise NotImplementedError
+
+    def _requeue_orphans(self) -> None:
+        raise NotImplementedError
+
+    def _shutdown(self) -> None:
+        raise NotImplementedError
+
+    def _released(self, job: Job) -> None:
+        """The job has ended here (whatever became of it)."""
+
     # ------------------------------------------------------------------ interface
 
     def register(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
 
-    def start(self) -> None:
-        with self._cond:
-            self._requeue_orphans()
-        if self.worker and self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="mnemic-jobs", daemon=True)
-            self._thread.start()
-            # native code (onnxruntime, torch) must not be mid-call when the interpreter ends
-            atexit.register(self._at_exit)
-
-    def submit(self, kind: str, scope: str, payload: dict[str, Any]) -> int:
-        if kind not in self._handlers:
-            raise InvalidInput(f"no handler for job kind {kind!r}")
-        with self._cond:
-            cur = self._db.execute(
-                "INSERT INTO jobs(kind, scope, payload, submitted_at) VALUES (?, ?, ?, ?)",
-                (kind, scope, json.dumps(payload), time.time()),
-            )
-            self._cond.notify_all()
-            return int(cur.lastrowid or 0)
-
     def wait(self, ids: Sequence[int], timeout: float | None = None) -> list[Job]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self._cond:
-                jobs = [self._get(i) for i in ids]
+            jobs = self._jobs(ids)
             if all(j.status in _ENDED for j in jobs):
                 break
             scopes = {j.scope for j in jobs if j.status not in _ENDED}
@@ -164,37 +160,14 @@ class InProcessQueue:
 
     def wait_scope(self, scope: str, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._cond:
-                busy = self._db.execute(
-                    "SELECT 1 FROM jobs WHERE scope = ? AND status IN ('queued', 'running') "
-                    "LIMIT 1",
-                    (scope,),
-                ).fetchone()
-            if not busy:
-                return True
+        while self._busy(scope):
             if not self._advance({scope}, deadline):
                 return False
-
-    def failed(self, scope: str | None = None) -> list[Job]:
-        sql = "SELECT * FROM jobs WHERE status = 'failed'"
-        params: tuple[Any, ...] = ()
-        if scope is not None:
-            sql += " AND scope = ?"
-            params = (scope,)
-        with self._cond:
-            return [_job(r) for r in self._db.execute(sql + " ORDER BY id", params)]
-
-    def pending(self) -> int:
-        with self._cond:
-            row = self._db.execute(
-                "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
-            ).fetchone()
-        return int(row[0])
+        return True
 
     def close(self, timeout: float | None = 0.2) -> None:
         """Stop taking jobs. A running job gets ``timeout`` seconds to end (None: as long as
-        it takes); one still running then is resumed by a later process."""
+        it takes); one still running then is taken up again by a later process."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -202,20 +175,18 @@ class InProcessQueue:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             if thread.is_alive():
-                return  # the worker closes the journal when its job ends
-        with self._cond:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
+                return  # the worker releases the queue when its job ends
+        self._shutdown()
         atexit.unregister(self._at_exit)
 
     # ------------------------------------------------------------------ running
 
-    def _get(self, job_id: int) -> Job:
-        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise InvalidInput(f"no job {job_id}")
-        return _job(row)
+    def _start_worker(self) -> None:
+        if self.worker and self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="mnemic-jobs", daemon=True)
+            self._thread.start()
+        # native code (onnxruntime, torch) must not be mid-call when the interpreter ends
+        atexit.register(self._at_exit)
 
     def _at_exit(self) -> None:
         thread = self._thread
@@ -239,6 +210,124 @@ class InProcessQueue:
             self._requeue_orphans()
             self._cond.wait(max(remaining, 0.0))
         return deadline is None or time.monotonic() < deadline
+
+    def _run_next(self, scope: str | None) -> bool:
+        with self._run_lock:
+            job = self._claim(scope)
+            if job is None:
+                return False
+            try:
+                self._run(job)
+            finally:
+                self._released(job)
+            return True
+
+    def _run(self, job: Job) -> None:
+        status, error = "done", None
+        try:
+            handler = self._handlers.get(job.kind)
+            if handler is None:
+                raise InvalidInput(f"no handler for job kind {job.kind!r}")
+            handler(job.payload)
+        except Exception as exc:  # every failure is journaled and logged
+            if self._stop:  # interrupted by close(): a later process runs it again
+                status = "queued"
+            else:
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+                log.error("job %s (%s) failed: %s", job.id, job.kind, error)
+        self._finish(job, status, error)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                if self._stop:
+                    break
+            try:
+                ran = self._run_next(None)
+            except Exception as exc:  # the journal or the server is away: try again shortly
+                log.warning("job queue: %s", exc)
+                ran = False
+            if not ran:
+                with self._cond:
+                    if self._stop:
+                        break
+                    self._cond.wait(0.5)
+        if threading.main_thread().is_alive() and self._thread is None:
+            self._shutdown()  # close() gave up waiting for us: the queue is ours to release
+
+
+class InProcessQueue(WorkerQueue):
+    """Jobs journaled at ``path`` (``None``: in memory, lost on exit); see the module doc."""
+
+    def __init__(self, path: str | Path | None = None, *, worker: bool = True) -> None:
+        super().__init__(worker=worker)
+        self.path = None if path is None else Path(path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            ":memory:" if self.path is None else str(self.path),
+            check_same_thread=False,
+            isolation_level=None,
+            timeout=30,
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def start(self) -> None:
+        with self._cond:
+            self._requeue_orphans()
+        self._start_worker()
+
+    def submit(self, kind: str, scope: str, payload: dict[str, Any]) -> int:
+        if kind not in self._handlers:
+            raise InvalidInput(f"no handler for job kind {kind!r}")
+        with self._cond:
+            cur = self._db.execute(
+                "INSERT INTO jobs(kind, scope, payload, submitted_at) VALUES (?, ?, ?, ?)",
+                (kind, scope, json.dumps(payload), time.time()),
+            )
+            self._cond.notify_all()
+            return int(cur.lastrowid or 0)
+
+    def failed(self, scope: str | None = None) -> list[Job]:
+        sql = "SELECT * FROM jobs WHERE status = 'failed'"
+        params: tuple[Any, ...] = ()
+        if scope is not None:
+            sql += " AND scope = ?"
+            params = (scope,)
+        with self._cond:
+            return [_job(r) for r in self._db.execute(sql + " ORDER BY id", params)]
+
+    def pending(self) -> int:
+        with self._cond:
+            row = self._db.execute(
+                "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
+            ).fetchone()
+        return int(row[0])
+
+    # ------------------------------------------------------------------ backend hooks
+
+    def _jobs(self, ids: Sequence[int]) -> list[Job]:
+        with self._cond:
+            return [self._get(i) for i in ids]
+
+    def _get(self, job_id: int) -> Job:
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise InvalidInput(f"no job {job_id}")
+        return _job(row)
+
+    def _busy(self, scope: str) -> bool:
+        with self._cond:
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM jobs WHERE scope = ? AND status IN ('queued', 'running') "
+                    "LIMIT 1",
+                    (scope,),
+                ).fetchone()
+                is not None
+            )
 
     def _requeue_orphans(self) -> None:
         """Jobs left 'running' by processes that no longer exist go back to the queue."""
@@ -277,27 +366,7 @@ class InProcessQueue:
             ).rowcount
             return _job(row) if claimed else None
 
-    def _run_next(self, scope: str | None) -> bool:
-        with self._run_lock:
-            job = self._claim(scope)
-            if job is None:
-                return False
-            self._run(job)
-            return True
-
-    def _run(self, job: Job) -> None:
-        status, error = "done", None
-        try:
-            handler = self._handlers.get(job.kind)
-            if handler is None:
-                raise InvalidInput(f"no handler for job kind {job.kind!r}")
-            handler(job.payload)
-        except Exception as exc:  # every failure is journaled and logged
-            if self._stop:  # interrupted by close(): a later process runs it again
-                status = "queued"
-            else:
-                status, error = "failed", f"{type(exc).__name__}: {exc}"
-                log.error("job %s (%s) failed: %s", job.id, job.kind, error)
+    def _finish(self, job: Job, status: str, error: str | None) -> None:
         with self._cond:
             if self._closed:
                 return
@@ -307,21 +376,11 @@ class InProcessQueue:
             )
             self._cond.notify_all()
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                if self._stop:
-                    break
-            if not self._run_next(None):
-                with self._cond:
-                    if self._stop:
-                        break
-                    self._cond.wait(0.5)
-        if threading.main_thread().is_alive() and self._thread is None:
-            with self._cond:  # close() gave up waiting for us: the journal is ours to close
-                if not self._closed:
-                    self._closed = True
-                    self._db.close()
+    def _shutdown(self) -> None:
+        with self._cond:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
 
 
 def _alive(pid: int | None) -> bool:

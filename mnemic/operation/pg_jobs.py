@@ -20,19 +20,17 @@ process has a handler for are claimed, so processes of different versions may sh
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from mnemic.errors import ConfigError, InvalidInput, StoreError
-from mnemic.operation.jobs import Handler, Job, JobFailed
+from mnemic.operation.jobs import Job, WorkerQueue
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +60,8 @@ CREATE INDEX IF NOT EXISTS mnemic_jobs_failed ON mnemic_jobs (scope, id)
     WHERE status = 'failed';
 """
 
-_ENDED = ("done", "failed")
 
-
-class PostgresQueue:
+class PostgresQueue(WorkerQueue):
     """Jobs in ``mnemic_jobs`` of the database ``dsn`` names; see the module doc.
 
     ``worker=True`` runs jobs on a thread of this process (long-lived processes), ``False``
@@ -85,20 +81,14 @@ class PostgresQueue:
             raise InvalidInput(f"lease_s must be positive, got {lease_s}")
         from mnemic.infra.store.postgres import describe_dsn
 
+        super().__init__(worker=worker)
         self.where = describe_dsn(dsn)
-        self.worker = worker
         self.lease_s = float(lease_s)
         self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._dsn, self._row_factory = dsn, dict_row
         # one connection, used under _cond for short statements only (never during a job)
         self._db: psycopg.Connection[Any] = self._connect()
-        self._handlers: dict[str, Handler] = {}
-        self._cond = threading.Condition()
-        self._run_lock = threading.Lock()  # one job at a time in this process
         self._running: set[int] = set()  # jobs this process runs: their leases are renewed
-        self._stop = False
-        self._closed = False
-        self._thread: threading.Thread | None = None
         self._beat: threading.Thread | None = None
         try:
             with self._sql() as db, db.transaction():
@@ -120,18 +110,12 @@ class PostgresQueue:
 
     # ------------------------------------------------------------------ interface
 
-    def register(self, kind: str, handler: Handler) -> None:
-        self._handlers[kind] = handler
-
     def start(self) -> None:
         self._requeue_orphans()
         if self._beat is None:
             self._beat = threading.Thread(target=self._heartbeat, name="mnemic-lease", daemon=True)
             self._beat.start()
-        if self.worker and self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="mnemic-jobs", daemon=True)
-            self._thread.start()
-        atexit.register(self._at_exit)
+        self._start_worker()
 
     def submit(self, kind: str, scope: str, payload: dict[str, Any]) -> int:
         if kind not in self._handlers:
@@ -146,37 +130,6 @@ class PostgresQueue:
             self._cond.notify_all()
         assert row is not None
         return int(row["id"])
-
-    def wait(self, ids: Sequence[int], timeout: float | None = None) -> list[Job]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            jobs = self._get(ids)
-            if all(j.status in _ENDED for j in jobs):
-                break
-            scopes = {j.scope for j in jobs if j.status not in _ENDED}
-            if not self._advance(scopes, deadline):
-                raise TimeoutError(f"jobs {list(ids)} still running after {timeout} s")
-        failed = [j for j in jobs if j.status == "failed"]
-        if failed:
-            raise JobFailed(
-                "; ".join(f"job {j.id} ({j.kind}) failed: {j.error}" for j in failed)
-                + " (the raw turns are stored; see Memory.failed_jobs())"
-            )
-        return jobs
-
-    def wait_scope(self, scope: str, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._sql() as db:
-                busy = db.execute(
-                    "SELECT 1 FROM mnemic_jobs WHERE scope = %s "
-                    "AND status IN ('queued', 'running') LIMIT 1",
-                    (scope,),
-                ).fetchone()
-            if not busy:
-                return True
-            if not self._advance({scope}, deadline):
-                return False
 
     def failed(self, scope: str | None = None) -> list[Job]:
         sql = "SELECT * FROM mnemic_jobs WHERE status = 'failed'"
@@ -193,21 +146,6 @@ class PostgresQueue:
                 "SELECT count(*) AS n FROM mnemic_jobs WHERE status IN ('queued', 'running')"
             ).fetchone()
         return int(row["n"]) if row else 0
-
-    def close(self, timeout: float | None = 0.2) -> None:
-        """Stop taking jobs. A running job gets ``timeout`` seconds to end (None: as long as
-        it takes); one still running then keeps its lease until it ends here, or is taken
-        up elsewhere once this process is gone."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():
-                return  # the worker closes the connection when its job ends
-        self._shutdown()
-        atexit.unregister(self._at_exit)
 
     # ------------------------------------------------------------------ running
 
@@ -235,7 +173,16 @@ class PostgresQueue:
             except psycopg.OperationalError as exc:
                 raise StoreError(f"the job queue on {self.where} failed: {exc}") from exc
 
-    def _get(self, ids: Sequence[int]) -> list[Job]:
+    def _busy(self, scope: str) -> bool:
+        with self._sql() as db:
+            busy = db.execute(
+                "SELECT 1 FROM mnemic_jobs WHERE scope = %s "
+                "AND status IN ('queued', 'running') LIMIT 1",
+                (scope,),
+            ).fetchone()
+        return busy is not None
+
+    def _jobs(self, ids: Sequence[int]) -> list[Job]:
         with self._sql() as db:
             rows = {
                 r["id"]: r
@@ -252,29 +199,6 @@ class PostgresQueue:
                 self._closed = True
                 self._cond.notify_all()
                 self._db.close()
-
-    def _at_exit(self) -> None:
-        thread = self._thread
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        if thread is not None:
-            thread.join()
-
-    def _advance(self, scopes: set[str], deadline: float | None) -> bool:
-        """Make progress on the scopes' jobs: run one inline (no worker), or wait a little
-        for the worker or another process. False once the deadline has passed."""
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        if self._thread is None and not self._stop:
-            for scope in sorted(scopes):
-                if self._run_next(scope):
-                    return True
-        remaining = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
-        self._requeue_orphans()
-        with self._cond:
-            self._cond.wait(max(remaining, 0.0))
-        return deadline is None or time.monotonic() < deadline
 
     def _requeue_orphans(self) -> None:
         """Running jobs whose lease ran out go back to the queue (failed after MAX_ATTEMPTS
@@ -319,31 +243,11 @@ class PostgresQueue:
             self._running.add(int(row["id"]))
             return _job(row)
 
-    def _run_next(self, scope: str | None) -> bool:
-        with self._run_lock:
-            job = self._claim(scope)
-            if job is None:
-                return False
-            try:
-                self._run(job)
-            finally:
-                with self._cond:
-                    self._running.discard(job.id)
-            return True
+    def _released(self, job: Job) -> None:
+        with self._cond:
+            self._running.discard(job.id)
 
-    def _run(self, job: Job) -> None:
-        status, error = "done", None
-        try:
-            handler = self._handlers.get(job.kind)
-            if handler is None:
-                raise InvalidInput(f"no handler for job kind {job.kind!r}")
-            handler(job.payload)
-        except Exception as exc:  # every failure is journaled and logged
-            if self._stop:  # interrupted by close(): a later process runs it again
-                status = "queued"
-            else:
-                status, error = "failed", f"{type(exc).__name__}: {exc}"
-                log.error("job %s (%s) failed: %s", job.id, job.kind, error)
+    def _finish(self, job: Job, status: str, error: str | None) -> None:
         with self._cond:
             if self._closed:
                 return  # the lease runs out and another process runs the job again
@@ -390,24 +294,6 @@ class PostgresQueue:
                 except Exception as exc:  # any error: the next beat tries again, for a
                     # beat that stopped for good would let a long job's lease run out
                     log.warning("job queue heartbeat failed: %s", exc)
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                if self._stop:
-                    break
-            try:
-                ran = self._run_next(None)
-            except Exception as exc:  # the server is away: try again shortly
-                log.warning("job queue: %s", exc)
-                ran = False
-            if not ran:
-                with self._cond:
-                    if self._stop:
-                        break
-                    self._cond.wait(0.5)
-        if threading.main_thread().is_alive() and self._thread is None:
-            self._shutdown()  # close() gave up waiting for us: the connection is ours to close
 
 
 def _job(row: dict[str, Any]) -> Job:

@@ -181,7 +181,7 @@ def test_a_killed_workers_job_is_run_again_after_its_lease(pg_dsn: str, tmp_path
         assert started.exists()
         # the heartbeat keeps the lease of a live worker: nobody takes its job
         time.sleep(2.5)
-        (running,) = [j for j in queue._get([job]) if j.status == "running"]
+        (running,) = [j for j in queue._jobs([job]) if j.status == "running"]
         assert running.attempts == 1
     finally:
         os.kill(doomed.pid, signal.SIGKILL)
@@ -227,7 +227,7 @@ def test_the_extraction_job_run_twice_adds_nothing_twice(
         count = mem.store.count_items("ana", "ana/default", every)
         with psycopg.connect(pg_dsn) as db:
             (job_id,) = db.execute("SELECT id FROM mnemic_jobs").fetchone() or (None,)
-        (job,) = mem.jobs._get([job_id])
+        (job,) = mem.jobs._jobs([job_id])
         assert job.kind == JOB_KIND and job.status == "done"
         # a worker that died after doing the work but before marking it done: run again
         mem.jobs.wait([mem.jobs.submit(JOB_KIND, job.scope, job.payload)], timeout=60)
