@@ -16,7 +16,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -599,19 +599,12 @@ class SQLiteStore:
         self, select: str, user_id: str, cube_id: str, ids: Sequence[str]
     ) -> list[sqlite3.Row]:
         """Rows of the scope's items among ``ids``, in chunks that fit SQLite's limits."""
-        rows: list[sqlite3.Row] = []
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            rows.extend(
-                self._read(
-                    f"{select} FROM items i WHERE i.user_id = ? AND i.cube_id = ? "
-                    f"AND i.id IN ({marks})",
-                    (user_id, cube_id, *chunk),
-                )
-            )
-        return rows
+        return _chunked(
+            self._read,
+            f"{select} FROM items i WHERE i.user_id = ? AND i.cube_id = ? AND i.id IN ({{marks}})",
+            (user_id, cube_id),
+            ids,
+        )
 
     def get_items(self, user_id: str, cube_id: str, ids: Sequence[str]) -> list[MemoryItem]:
         found = {r["id"]: row_to_item(r) for r in self._rows_by_id(_SELECT, user_id, cube_id, ids)}
@@ -888,17 +881,12 @@ class SQLiteStore:
         if topic_ids is None:
             rows = self._read(sql + " ORDER BY item_id", (user_id, cube_id))
         else:
-            rows = []
-            unique = list(dict.fromkeys(topic_ids))
-            for start in range(0, len(unique), 500):
-                chunk = unique[start : start + 500]
-                marks = ", ".join("?" for _ in chunk)
-                rows.extend(
-                    self._read(
-                        f"{sql} AND topic_id IN ({marks}) ORDER BY item_id",
-                        (user_id, cube_id, *chunk),
-                    )
-                )
+            rows = _chunked(
+                self._read,
+                sql + " AND topic_id IN ({marks}) ORDER BY item_id",
+                (user_id, cube_id),
+                topic_ids,
+            )
         return {r["item_id"]: r["topic_id"] for r in rows}
 
     def links(
@@ -915,15 +903,15 @@ class SQLiteStore:
             for r in self._read(base, (user_id, cube_id, *kinds)):
                 rows[(r["src"], r["kind"], r["dst"])] = r
         else:
-            unique = list(dict.fromkeys(ids))
-            for start in range(0, len(unique), 400):
-                chunk = unique[start : start + 400]
-                marks = ", ".join("?" for _ in chunk)
-                for r in self._read(
-                    f"{base} AND (src IN ({marks}) OR dst IN ({marks}))",
-                    (user_id, cube_id, *kinds, *chunk, *chunk),
-                ):
-                    rows[(r["src"], r["kind"], r["dst"])] = r
+            for r in _chunked(
+                self._read,
+                base + " AND (src IN ({marks}) OR dst IN ({marks}))",
+                (user_id, cube_id, *kinds),
+                ids,
+                repeat=2,
+                size=400,
+            ):
+                rows[(r["src"], r["kind"], r["dst"])] = r
         return [
             Edge.model_construct(
                 user_id=r["user_id"],
@@ -1097,17 +1085,12 @@ class SQLiteStore:
     def _rows_by_id_in(
         self, db: sqlite3.Connection, user_id: str, cube_id: str, ids: list[str]
     ) -> list[sqlite3.Row]:
-        rows: list[sqlite3.Row] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            rows.extend(
-                db.execute(
-                    f"SELECT id FROM items WHERE user_id = ? AND cube_id = ? AND id IN ({marks})",
-                    (user_id, cube_id, *chunk),
-                ).fetchall()
-            )
-        return rows
+        return _chunked(
+            lambda sql, params: db.execute(sql, params).fetchall(),
+            "SELECT id FROM items WHERE user_id = ? AND cube_id = ? AND id IN ({marks})",
+            (user_id, cube_id),
+            ids,
+        )
 
     # ------------------------------------------------------------------ search
 
@@ -1431,18 +1414,14 @@ class SQLiteStore:
     # ------------------------------------------------------------------ whole cubes
 
     def get_vectors(self, user_id: str, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            rows = self._read(
-                "SELECT i.id, v.vec FROM items i JOIN vectors v ON v.item_rowid = i.rowid "
-                f"WHERE i.user_id = ? AND i.cube_id = ? AND i.id IN ({marks})",
-                (user_id, cube_id, *chunk),
-            )
-            out.update((r["id"], np.frombuffer(r["vec"], dtype=np.float32).copy()) for r in rows)
-        return out
+        rows = _chunked(
+            self._read,
+            "SELECT i.id, v.vec FROM items i JOIN vectors v ON v.item_rowid = i.rowid "
+            "WHERE i.user_id = ? AND i.cube_id = ? AND i.id IN ({marks})",
+            (user_id, cube_id),
+            ids,
+        )
+        return {r["id"]: np.frombuffer(r["vec"], dtype=np.float32).copy() for r in rows}
 
     def import_items(
         self,
@@ -1556,3 +1535,23 @@ def _where(flt: ItemFilter) -> tuple[str, list[Any]]:
 
 def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _chunked(
+    read: Callable[[str, Sequence[Any]], Iterable[sqlite3.Row]],
+    sql: str,
+    params: Sequence[Any],
+    ids: Sequence[str],
+    *,
+    repeat: int = 1,
+    size: int = 500,
+) -> list[sqlite3.Row]:
+    """``sql`` run over the distinct ``ids`` in chunks that fit SQLite's variable limit: its
+    ``{marks}`` (``repeat`` of them) become one chunk's placeholders, bound after ``params``."""
+    rows: list[sqlite3.Row] = []
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), size):
+        chunk = unique[start : start + size]
+        marks = ", ".join("?" for _ in chunk)
+        rows.extend(read(sql.format(marks=marks), (*params, *chunk * repeat)))
+    return rows
