@@ -250,7 +250,7 @@ class Memory:
             return None
         now = self.store.get_items(owner, cube, [item_id for item_id, _ in cache.items])
         versions = {i.id: (i.version if i.status == "active" else None) for i in now}
-        return preloader.cache((owner, cube, session_id), versions)
+        return cache if cache.is_current(versions) else None
 
     def set_retrieval(self, config: RetrievalConfig) -> None:
         """Search with another retrieval recipe from now on (stages, weights, depths)."""

@@ -65,14 +65,10 @@ class KVPreloader:
             self._pending[key] = cache_order(items)[: self.max_items]
             self._cond.notify_all()
 
-    def cache(self, key: Key, versions: dict[str, int | None] | None = None) -> Any | None:
-        """The last cache compiled for the session; with ``versions`` (item id -> current
-        version), None if any of its items changed since."""
+    def cache(self, key: Key) -> Any | None:
+        """The last cache compiled (or found) for the session."""
         with self._cond:
-            cache = self._latest.get(key)
-        if cache is not None and versions is not None and not cache.is_current(versions):
-            return None
-        return cache
+            return self._latest.get(key)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until nothing is pending or compiling; False on timeout."""
