@@ -192,3 +192,73 @@ def test_bm25_scores_equal_sqlite_fts5(pg_dsn: str, tmp_path) -> None:
                 assert {s.item_id: s.score for s in a} == pytest.approx(
                     {s.item_id: s.score for s in b}, rel=1e-9
                 )
+
+
+def _postings_state(conn: psycopg.Connection) -> tuple[list, list, list, list]:
+    """The postings and term counts as stored, and as recomputed from the items' rows."""
+    key = "ORDER BY user_id, cube_id, col, term, seq"
+    stored = conn.execute(f"SELECT * FROM postings {key}").fetchall()
+    derived = conn.execute(
+        "SELECT p.* FROM items i CROSS JOIN LATERAL mnemic_row_postings(i.user_id, i.cube_id, "
+        f"i.scope, i.seq, i.body_tsv, i.body_len, i.keys_tsv, i.keys_len) p {key}"
+    ).fetchall()
+    counts = conn.execute(
+        "SELECT user_id, cube_id, col, term, df FROM term_stats WHERE df <> 0 "
+        "ORDER BY user_id, cube_id, col, term"
+    ).fetchall()
+    recounted = conn.execute(
+        "SELECT user_id, cube_id, col, term, count(*) FROM postings "
+        "GROUP BY 1, 2, 3, 4 ORDER BY user_id, cube_id, col, term"
+    ).fetchall()
+    return stored, derived, counts, recounted
+
+
+def test_postings_follow_every_write(pg_dsn: str) -> None:
+    """Full text reads postings and per-scope term counts kept by triggers: after adds,
+    updates of words and of other fields, a purge and a cube's deletion of rows, they
+    equal what the items' own text gives."""
+    with PostgresStore(pg_dsn) as store:
+        items = [
+            MemoryItem(user_id="a", cube_id="c", text="tea in Porto", index_text="morning tea"),
+            MemoryItem(user_id="a", cube_id="c", text="tea tea lemon", speaker="Ana"),
+            MemoryItem(user_id="b", cube_id="d", text="lemon garden"),
+        ]
+        store.add_items(items, None, actor="t")
+        changed = items[0].model_copy(update={"text": "coffee in Lisbon", "version": 2})
+        store.update_item(changed, None, actor="t")
+        store.record_access("a", "c", [items[1].id])  # no word changes
+        store.purge_item("b", "d", items[2].id, actor="t")
+        with psycopg.connect(pg_dsn) as conn:
+            stored, derived, counts, recounted = _postings_state(conn)
+        assert stored == derived and counts == recounted
+        assert ("a", "c", 0, "tea", 1) in counts and ("a", "c", 0, "coffe", 1) in counts
+        hits = store.fulltext_search("a", "c", "coffee", 5)
+        assert [h.item_id for h in hits] == [items[0].id]
+        assert store.fulltext_search("a", "c", "Porto", 5) == []
+
+
+def test_migration_4_indexes_the_rows_already_there(pg_dsn: str) -> None:
+    """A database made before postings existed gets them on the next start."""
+    with PostgresStore(pg_dsn) as store:
+        store.add_items(
+            [MemoryItem(user_id="a", cube_id="c", text=t) for t in ("tea", "lemon tea", "sun")],
+            None,
+            actor="t",
+        )
+        before = [h.item_id for h in store.fulltext_search("a", "c", "tea", 5)]
+    with psycopg.connect(pg_dsn) as conn:  # back to schema 3, rows kept
+        conn.execute(
+            "DROP TABLE postings, term_stats; DROP INDEX items_recent; "
+            "DROP TRIGGER items_postings_add ON items; DROP TRIGGER items_postings_drop ON items; "
+            "DROP TRIGGER items_postings_change ON items; "
+            "DROP FUNCTION mnemic_postings_add, mnemic_postings_drop, mnemic_postings_change, "
+            "mnemic_row_postings; "
+            "CREATE INDEX items_body_tsv ON items USING gin (body_tsv); "
+            "CREATE INDEX items_keys_tsv ON items USING gin (keys_tsv); "
+            "DELETE FROM mnemic_migrations WHERE version = 4"
+        )
+    with PostgresStore(pg_dsn) as store:
+        assert [h.item_id for h in store.fulltext_search("a", "c", "tea", 5)] == before
+        with psycopg.connect(pg_dsn) as conn:
+            stored, derived, counts, recounted = _postings_state(conn)
+        assert len(stored) == 4 and stored == derived and counts == recounted

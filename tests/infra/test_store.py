@@ -311,10 +311,13 @@ def test_fulltext_ranks_telling_terms_first_with_the_same_answer(
         words = ["common", "run", "usual"]
         s.fulltext_search("ana", "ana/default", "common running usual", 3)
         assert not s._fts_helpers  # a small store searches as it always did
-        assert s._telling("items_fts", words, lambda: s._stems(words)) is None  # < 10,000 rows
+        assert s._counts("items_fts", words, lambda: s._stems(words)) is None  # < 10,000 rows
         monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", 20)
         assert s._stems(["running", "dogs", "x_y"]) == [["run"], ["dog"], ["x", "y"]]
-        assert s._telling("items_fts", words, lambda: s._stems(words)) == ["run"]
+        counts = s._counts("items_fts", words, lambda: s._stems(words))
+        assert counts == (60, [60, 5, 30])
+        assert s._subsets(words, counts)[0] == [("run", 5)]  # "usual": in half the rows
+        assert s._counts("items_fts", ["x_y"], lambda: s._stems(["x_y"])) == (60, [None])
         for query, k in [("common running usual", 2), ("common running usual", 4)]:
             pruned, whole = search(query, k, 20), search(query, k, 10**9)
             assert [i for i, _ in pruned] == [i for i, _ in whole]
@@ -423,3 +426,46 @@ def test_sqlite_refuses_a_postgres_dsn_and_creates_no_file(
     with pytest.raises(InvalidInput, match="is a PostgreSQL connection string"):
         SQLiteStore(dsn, dim=8)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_split_terms_keeps_the_rarest_within_the_budget() -> None:
+    from mnemic.infra.store.base import split_terms
+
+    assert split_terms([50, 5, None, 30, 0], 40) == ([1, 2, 3, 4], [0])
+    assert split_terms([50, 5], 4) == ([], [0, 1])  # the rarest alone is over it
+    assert split_terms([10, 10, 10], 30) == ([0, 1, 2], [])
+    # once a term is broad, every commoner one is too (no gaps in the rarity order)
+    assert split_terms([3, 8, 2], 6) == ([0, 2], [1])
+
+
+def test_fulltext_searches_broad_terms_among_the_newest_rows(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At scale, a term in many rows is searched among the scope's newest rows only: rows
+    holding a rare term are found at any age with the same score as an exhaustive search;
+    rows holding only the common term are found if they are among the newest."""
+    from mnemic.infra.store import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", 1)  # SQLite counts terms from 1 row
+    texts = [f"broad filler n{n}" for n in range(40)]
+    texts[3] = "broad rare broad n3"  # old, with the rare word and the common one twice
+    texts[5] = "rare n5"  # old, the rare word only
+    items = [item(text=t) for t in texts]
+    add(store, items)
+    add(store, [item(user="bo", cube="bo/default", text="broad rare")])  # another scope
+
+    def search(query: str) -> dict[str, float]:
+        return {h.item_id: h.score for h in store.fulltext_search("ana", "ana/default", query, 40)}
+
+    whole = search("rare broad")
+    assert set(whole) == {i.id for i in items}
+    store.fulltext_budget, store.fulltext_window = 5, 10
+    windowed = search("rare broad")
+    expected = {items[3].id, items[5].id} | {i.id for i in items[30:]}
+    assert set(windowed) == expected
+    assert windowed == pytest.approx({i: whole[i] for i in expected}, rel=1e-9)
+    # only the common word: the newest rows that hold it
+    assert set(search("broad")) == {i.id for i in items[30:]}
+    # a window as large as the scope: the exhaustive search
+    store.fulltext_window = 40
+    assert search("rare broad") == pytest.approx(whole, rel=1e-9)

@@ -93,6 +93,34 @@ class Scored:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+FULLTEXT_BUDGET = 20_000
+"""Full text at scale: a query's terms, rarest first, are searched over all their rows
+while their row counts add up to at most this many ("narrow" terms); the rest ("broad"
+terms, each in a large share of the scope) are searched over the scope's newest
+FULLTEXT_WINDOW rows only. A row holding a narrow term is scored with every term of the
+query; a row holding only broad terms is found if it is among the newest. Scopes under the
+budget or the window are searched exhaustively, as are queries whose terms fit the budget."""
+FULLTEXT_WINDOW = 10_000
+
+
+def split_terms(dfs: Sequence[int | None], budget: int) -> tuple[list[int], list[int]]:
+    """Positions of the narrow and the broad terms, given each term's row count (None:
+    unknown, counted as narrow). Narrow: the rarest terms whose counts add up to at most
+    ``budget``, and every term of unknown count; broad: the others."""
+    order = sorted(range(len(dfs)), key=lambda i: (dfs[i] is not None, dfs[i] or 0, i))
+    narrow: list[int] = []
+    broad: list[int] = []
+    spent = 0
+    for i in order:
+        df = dfs[i]
+        if df is None or (not broad and spent + df <= budget):
+            narrow.append(i)
+            spent += df or 0
+        else:
+            broad.append(i)
+    return sorted(narrow), sorted(broad)
+
+
 @dataclass
 class ItemChange:
     """A new state of a stored item inside a :class:`TreeChange`, checked against

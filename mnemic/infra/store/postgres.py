@@ -43,7 +43,16 @@ from mnemic.errors import (
     SchemaTooNew,
     StoreError,
 )
-from mnemic.infra.store.base import Grant, ItemFilter, Scored, TreeChange, tree_changed
+from mnemic.infra.store.base import (
+    FULLTEXT_BUDGET,
+    FULLTEXT_WINDOW,
+    Grant,
+    ItemFilter,
+    Scored,
+    TreeChange,
+    split_terms,
+    tree_changed,
+)
 from mnemic.infra.text import STOPWORDS
 from mnemic.models import (
     SCHEMA_VERSION,
@@ -205,6 +214,143 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX edges_dst ON edges (user_id, cube_id, dst);
     """,
+    # 4: BM25 from posting lists. One row per (scope, column, term, item) with the term's
+    # frequency and the row's length, kept by statement triggers on items (every write path,
+    # migrate-store and restores included), and each term's document frequency per scope:
+    # a query reads its terms' postings by key instead of scoring rows one by one in SQL.
+    # col 0 is an item's own words (body_tsv), 1 its index keys (keys_tsv); the scope's
+    # own token is not a term. (user_id, cube_id) lead every key (Citus-ready).
+    """
+    CREATE TABLE postings (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        col SMALLINT NOT NULL,
+        term TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        tf SMALLINT NOT NULL,
+        dl INTEGER NOT NULL,
+        PRIMARY KEY (user_id, cube_id, col, term, seq)
+    );
+    CREATE TABLE term_stats (
+        user_id TEXT NOT NULL,
+        cube_id TEXT NOT NULL,
+        col SMALLINT NOT NULL,
+        term TEXT NOT NULL,
+        df BIGINT NOT NULL,
+        PRIMARY KEY (user_id, cube_id, col, term)
+    );
+    CREATE INDEX items_recent ON items (user_id, cube_id, seq);
+    -- the terms of one row's column: (user, cube, col, term, seq, tf, dl); dl counts the
+    -- scope token, as FTS5 counts its scope column
+    CREATE FUNCTION mnemic_row_postings(
+        in_user TEXT, in_cube TEXT, in_scope TEXT, in_seq BIGINT, in_body tsvector,
+        in_body_len INTEGER, in_keys tsvector, in_keys_len INTEGER
+    ) RETURNS TABLE (user_id TEXT, cube_id TEXT, col SMALLINT, term TEXT, seq BIGINT,
+                     tf SMALLINT, dl INTEGER)
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE
+        AS $$
+        SELECT in_user, in_cube, v.c, t.lexeme, in_seq,
+               least(coalesce(array_length(t.positions, 1), 1), 32767)::smallint, v.len + 1
+        FROM (VALUES (0::smallint, in_body, in_body_len), (1::smallint, in_keys, in_keys_len))
+             AS v(c, tsv, len)
+        CROSS JOIN LATERAL unnest(v.tsv) AS t
+        WHERE t.lexeme <> in_scope
+        $$;
+    CREATE FUNCTION mnemic_postings_add() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        WITH added AS (
+            INSERT INTO postings (user_id, cube_id, col, term, seq, tf, dl)
+            SELECT p.* FROM new_rows n CROSS JOIN LATERAL mnemic_row_postings(
+                n.user_id, n.cube_id, n.scope, n.seq, n.body_tsv, n.body_len,
+                n.keys_tsv, n.keys_len) AS p
+            ON CONFLICT DO NOTHING
+            RETURNING user_id, cube_id, col, term
+        )
+        INSERT INTO term_stats AS s (user_id, cube_id, col, term, df)
+        SELECT user_id, cube_id, col, term, count(*) FROM added
+        GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+        ON CONFLICT (user_id, cube_id, col, term) DO UPDATE SET df = s.df + EXCLUDED.df;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION mnemic_postings_drop() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        WITH dropped AS (
+            DELETE FROM postings AS p USING old_rows o
+            CROSS JOIN LATERAL mnemic_row_postings(
+                o.user_id, o.cube_id, o.scope, o.seq, o.body_tsv, o.body_len,
+                o.keys_tsv, o.keys_len) AS d
+            WHERE p.user_id = d.user_id AND p.cube_id = d.cube_id AND p.col = d.col
+              AND p.term = d.term AND p.seq = d.seq
+            RETURNING p.user_id, p.cube_id, p.col, p.term
+        ), counted AS (
+            SELECT user_id, cube_id, col, term, count(*) AS n FROM dropped GROUP BY 1, 2, 3, 4
+        )
+        UPDATE term_stats AS s SET df = s.df - c.n FROM counted c
+        WHERE s.user_id = c.user_id AND s.cube_id = c.cube_id AND s.col = c.col
+          AND s.term = c.term;
+        RETURN NULL;
+    END $$;
+    -- an update re-indexes only the rows whose words changed (most updates touch access
+    -- counts or statuses): old postings out, new ones in
+    CREATE FUNCTION mnemic_postings_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        WITH changed AS (
+            SELECT o.user_id AS ou, o.cube_id AS oc, o.scope AS os, o.seq,
+                   o.body_tsv AS ob, o.body_len AS obl, o.keys_tsv AS ok, o.keys_len AS okl
+            FROM old_rows o JOIN new_rows n ON n.seq = o.seq
+            WHERE o.body_tsv IS DISTINCT FROM n.body_tsv
+               OR o.keys_tsv IS DISTINCT FROM n.keys_tsv
+               OR o.user_id <> n.user_id OR o.cube_id <> n.cube_id
+        ), dropped AS (
+            DELETE FROM postings AS p USING changed o
+            CROSS JOIN LATERAL mnemic_row_postings(
+                o.ou, o.oc, o.os, o.seq, o.ob, o.obl, o.ok, o.okl) AS d
+            WHERE p.user_id = d.user_id AND p.cube_id = d.cube_id AND p.col = d.col
+              AND p.term = d.term AND p.seq = d.seq
+            RETURNING p.user_id, p.cube_id, p.col, p.term
+        ), counted AS (
+            SELECT user_id, cube_id, col, term, count(*) AS n FROM dropped GROUP BY 1, 2, 3, 4
+        )
+        UPDATE term_stats AS s SET df = s.df - c.n FROM counted c
+        WHERE s.user_id = c.user_id AND s.cube_id = c.cube_id AND s.col = c.col
+          AND s.term = c.term;
+        WITH added AS (
+            INSERT INTO postings (user_id, cube_id, col, term, seq, tf, dl)
+            SELECT p.* FROM new_rows n JOIN old_rows o ON o.seq = n.seq
+            CROSS JOIN LATERAL mnemic_row_postings(
+                n.user_id, n.cube_id, n.scope, n.seq, n.body_tsv, n.body_len,
+                n.keys_tsv, n.keys_len) AS p
+            WHERE o.body_tsv IS DISTINCT FROM n.body_tsv
+               OR o.keys_tsv IS DISTINCT FROM n.keys_tsv
+               OR o.user_id <> n.user_id OR o.cube_id <> n.cube_id
+            ON CONFLICT DO NOTHING
+            RETURNING user_id, cube_id, col, term
+        )
+        INSERT INTO term_stats AS s (user_id, cube_id, col, term, df)
+        SELECT user_id, cube_id, col, term, count(*) FROM added
+        GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+        ON CONFLICT (user_id, cube_id, col, term) DO UPDATE SET df = s.df + EXCLUDED.df;
+        RETURN NULL;
+    END $$;
+    INSERT INTO postings (user_id, cube_id, col, term, seq, tf, dl)
+    SELECT p.* FROM items i CROSS JOIN LATERAL mnemic_row_postings(
+        i.user_id, i.cube_id, i.scope, i.seq, i.body_tsv, i.body_len, i.keys_tsv, i.keys_len
+    ) AS p;
+    INSERT INTO term_stats (user_id, cube_id, col, term, df)
+    SELECT user_id, cube_id, col, term, count(*) FROM postings GROUP BY 1, 2, 3, 4;
+    CREATE TRIGGER items_postings_add AFTER INSERT ON items
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+        EXECUTE FUNCTION mnemic_postings_add();
+    CREATE TRIGGER items_postings_drop AFTER DELETE ON items
+        REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+        EXECUTE FUNCTION mnemic_postings_drop();
+    CREATE TRIGGER items_postings_change AFTER UPDATE ON items
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+        EXECUTE FUNCTION mnemic_postings_change();
+    -- full text reads the postings now; the GIN indexes only slowed writes
+    DROP INDEX items_body_tsv;
+    DROP INDEX items_keys_tsv;
+    """,
 ]
 
 # fmt: off
@@ -222,14 +368,23 @@ _TIME_COLUMNS = tuple(
     if field.annotation in (datetime, datetime | None)
 )
 _SELECT = "SELECT " + ", ".join(f"i.{c}" for c in ITEM_COLUMNS)
-_INSERT_ITEM = (  # an item_params() row with its "embedding" (vector literal or None)
-    f"INSERT INTO items({', '.join((*ITEM_COLUMNS, 'scope', 'embedding'))}) VALUES ("
-    + ", ".join(f"%({c})s" for c in (*ITEM_COLUMNS, "scope"))
-    + ", %(embedding)s::vector)"
-)
+_ITEM_ROW = "(" + ", ".join("%s" for _ in (*ITEM_COLUMNS, "scope")) + ", %s::vector)"
+_INSERT_CHUNK = 500  # rows a statement: 29 parameters a row, PostgreSQL takes 65,535
+
+
+def _insert_items(cur: psycopg.Cursor[Any], rows: list[dict[str, Any]]) -> None:
+    """item_params() rows, each with its "embedding" (vector literal or None), in
+    multi-row statements: the postings triggers run once a statement, not once a row."""
+    names = (*ITEM_COLUMNS, "scope", "embedding")
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        cur.execute(
+            f"INSERT INTO items({', '.join(names)}) VALUES "
+            + ", ".join(_ITEM_ROW for _ in chunk),
+            [row[c] for row in chunk for c in names],
+        )
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_LEXEME = re.compile(r"[^\W_]+", re.UNICODE)  # no tsquery operator or quote can match
 _MIGRATION_LOCK = 0x6D6E656D6963  # pg_advisory_xact_lock key: one migrator at a time
 
 HNSW_M = 16
@@ -241,9 +396,6 @@ DEFAULT_EF_SEARCH = 200
 """hnsw.ef_search for a scope that is the whole table; raised for a scope that is a part of
 it, since the index returns the nearest rows of every scope and the filter drops others'."""
 MAX_EF_SEARCH = 1000  # pgvector's upper bound
-SMALL_SCOPE = 20_000
-"""Up to this many rows, BM25 document frequencies come from one pass over the scope's rows;
-above, from one GIN lookup a term."""
 _HEX_TO_LETTERS = str.maketrans("0123456789", "ghijklmnop")
 _RETRIES = 5  # deadlocks and serialization failures are retried this many times
 
@@ -350,7 +502,8 @@ class PostgresStore:
         self._closed = False
         self._lock = threading.Lock()
         self._speakers: dict[tuple[str, str], tuple[int, list[str]]] = {}
-        self._tf_ranks: list[float] | None = None
+        self.fulltext_budget = FULLTEXT_BUDGET
+        self.fulltext_window = FULLTEXT_WINDOW
         self._pool: ConnectionPool = ConnectionPool(
             dsn,
             min_size=1,
@@ -671,7 +824,7 @@ class PostgresStore:
         def work(db: psycopg.Connection[Any]) -> None:
             self._bump_scopes(db, deltas)
             with db.cursor() as cur:
-                cur.executemany(_INSERT_ITEM, rows)
+                _insert_items(cur, rows)
                 cur.executemany(
                     "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, reason, "
                     "after) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -1276,7 +1429,6 @@ class PostgresStore:
         if not words or k <= 0:
             return []
         where, params = _where(flt)
-        token = scope_token(user_id, cube_id)
         with self._conn() as db:
             # one snapshot for the statistics, the frequencies and the rows they rank (set on
             # the connection, so it rides on the BEGIN instead of a round trip of its own)
@@ -1287,7 +1439,7 @@ class PostgresStore:
             try:
                 with db.transaction():
                     scores = self._fulltext(
-                        db, user_id, cube_id, token, words, k, where, params, keys_weight
+                        db, user_id, cube_id, words, k, where, params, keys_weight
                     )
             finally:
                 db.isolation_level = None
@@ -1300,7 +1452,6 @@ class PostgresStore:
         db: psycopg.Connection[Any],
         user_id: str,
         cube_id: str,
-        token: str,
         words: list[str],
         k: int,
         where: str,
@@ -1314,148 +1465,141 @@ class PostgresStore:
             "FROM (SELECT 1) AS one LEFT JOIN scopes s ON s.user_id = %s AND s.cube_id = %s",
             (" ".join(words), user_id, cube_id),
         ).fetchone()
-        # lexemes of word characters only: quoted into a tsquery they cannot be syntax
-        terms = sorted(t for t in (stats["lexemes"] or []) if _LEXEME.fullmatch(t))  # type: ignore[index]
+        terms = sorted(stats["lexemes"] or []) if stats is not None else []  # type: ignore[index]
         if stats is None or stats["items"] is None or not terms:
             return {}
-        # Own words and keys are ranked separately, each with its own document frequencies:
-        # a key repeats its neighbours' words, and counted together those repeats would
-        # make a word look common.
+        # Own words (col 0) and keys (col 1) are ranked separately, each with its own
+        # document frequencies: a key repeats its neighbours' words, and counted together
+        # those repeats would make a word look common.
         columns = [
-            (column, int(rows), int(tokens), weight)
-            for column, rows, tokens, weight in (
-                ("body", stats["items"], stats["body_tokens"], 1.0),
-                ("keys", stats["keyed"], stats["keys_tokens"], keys_weight),
+            (col, int(rows), int(tokens), weight)
+            for col, rows, tokens, weight in (
+                (0, stats["items"], stats["body_tokens"], 1.0),
+                (1, stats["keyed"], stats["keys_tokens"], keys_weight),
             )
             if weight > 0 and rows > 0
         ]
         if not columns:
             return {}
-        dfs = self._document_frequencies(
-            db, user_id, cube_id, token, terms, [c for c, *_ in columns], stats["items"]
-        )
+        dfs = {
+            (r["col"], r["term"]): int(r["df"])
+            for r in db.execute(
+                "SELECT col, term, df FROM term_stats WHERE user_id = %s AND cube_id = %s "
+                "AND col = ANY(%s) AND term = ANY(%s)",
+                (user_id, cube_id, [c for c, *_ in columns], terms),
+            )
+        }
+        floor: list[int | None] = []  # the scope's FULLTEXT_WINDOW-th newest seq, read once
         scores: dict[str, float] = {}
-        for column, rows, tokens, weight in columns:
+        for col, rows, tokens, weight in columns:
+            counts = [dfs.get((col, t), 0) for t in terms]
+            present = [i for i, df in enumerate(counts) if df > 0]
+            if not present:
+                continue
+            narrow, broad = split_terms([counts[i] for i in present], self.fulltext_budget)
+            if broad and not floor:
+                row = db.execute(  # the seq below the scope's newest FULLTEXT_WINDOW rows
+                    "SELECT seq FROM items WHERE user_id = %s AND cube_id = %s "
+                    "ORDER BY seq DESC OFFSET %s LIMIT 1",
+                    (user_id, cube_id, self.fulltext_window),
+                ).fetchone()
+                floor.append(None if row is None else int(row["seq"]))
+            if not broad or floor[0] is None:  # the whole scope is within the window
+                narrow, broad = narrow + broad, []
             idfs = []
-            for df in dfs[column]:
-                idf = math.log((rows - min(rows, df) + 0.5) / (min(rows, df) + 0.5))
+            for i in present:
+                df = min(rows, counts[i])
+                idf = math.log((rows - df + 0.5) / (df + 0.5))
                 idfs.append(idf if idf > 0 else 1e-6)
             for item_id, score in self._bm25(
-                db, column, user_id, cube_id, token, terms, idfs, rows, tokens, where, params, k
+                db,
+                col,
+                user_id,
+                cube_id,
+                [terms[i] for i in present],
+                idfs,
+                [j in broad for j in range(len(present))],
+                floor[0] if broad else None,
+                (tokens + rows) / rows,  # +1 token a row: FTS5 counts the scope column too
+                sum(counts[i] for i in present),
+                where,
+                params,
+                2 * k,
             ):
                 scores[item_id] = scores.get(item_id, 0.0) + weight * score
         return scores
 
-    def _document_frequencies(
-        self,
-        db: psycopg.Connection[Any],
-        user_id: str,
-        cube_id: str,
-        token: str,
-        terms: list[str],
-        columns: list[str],
-        scope_rows: int,
-    ) -> dict[str, list[int]]:
-        """How many of the scope's rows hold each term, per column, in one statement."""
-        names = [(c, n) for c in columns for n in range(len(terms))]
-        if scope_rows <= SMALL_SCOPE:  # one pass over the scope's rows counts every term
-            row = db.execute(
-                "SELECT "
-                + ", ".join(
-                    f"count(*) FILTER (WHERE i.{c}_tsv @@ %s::tsquery) AS {c}{n}" for c, n in names
-                )
-                + " FROM items i WHERE i.user_id = %s AND i.cube_id = %s",
-                [f"'{terms[n]}'" for _, n in names] + [user_id, cube_id],
-            ).fetchone()
-        else:
-            # counted in the GIN index: the scope token (96 bits of a hash of the scope)
-            # stands for the user and cube columns; scope and term as two conditions, so the
-            # planner may use the index for whichever is selective
-            row = db.execute(
-                "SELECT "
-                + ", ".join(
-                    f"(SELECT count(*) FROM items i WHERE i.{c}_tsv @@ %s::tsquery "
-                    f"AND i.{c}_tsv @@ %s::tsquery) AS {c}{n}"
-                    for c, n in names
-                ),
-                [v for _, n in names for v in (f"'{token}'", f"'{terms[n]}'")],
-            ).fetchone()
-        return {c: [int(row[f"{c}{n}"]) for n in range(len(terms))] for c in columns}  # type: ignore[index]
-
-    def _rank_of_tf(self, db: psycopg.Connection[Any]) -> list[float]:
-        """ts_rank of a lexeme with 1, 2, ... 256 positions (PostgreSQL keeps at most 256)."""
-        if self._tf_ranks is None:
-            rows = db.execute(
-                "SELECT ts_rank((SELECT ('a:' || string_agg(g::text, ','))::tsvector "
-                "FROM generate_series(1, n) g), 'a'::tsquery) AS r "
-                "FROM generate_series(1, 256) n ORDER BY n"
-            ).fetchall()
-            self._tf_ranks = [float(r["r"]) for r in rows]
-        return self._tf_ranks
-
     def _bm25(
         self,
         db: psycopg.Connection[Any],
-        column: str,
+        col: int,
         user_id: str,
         cube_id: str,
-        token: str,
         terms: list[str],
         idfs: list[float],
-        rows: int,
-        tokens: int,
+        broad: list[bool],
+        floor: int | None,
+        avgdl: float,
+        postings: int,
         where: str,
         params: list[Any],
-        k: int,
+        limit: int,
     ) -> list[tuple[str, float]]:
         """Okapi BM25 as SQLite's FTS5 computes it (k1 1.2, b 0.75, an IDF that is not
-        positive clamped to 1e-6; a row's length counts its scope token), within one scope;
-        the best 2k rows, as the SQLite store returns."""
-        limit = 2 * k
-        tsv, length = f"i.{column}_tsv", f"i.{column}_len"
-        avgdl = (tokens + rows) / rows  # +1 token a row: FTS5 counts the scope column too
-        # A term's frequency in a row, without unnesting the row's tsvector: ts_rank of a
-        # one-lexeme query is a fixed function of how many positions the lexeme has there
-        # (all weights are D), so its value is looked up among the values for 1..256.
+        positive clamped to 1e-6; a row's length counts its scope token), within one scope,
+        summed from the terms' postings; the best ``limit`` rows that pass the filter.
+
+        Broad terms (``broad``) are read only above ``floor`` (the scope's newest rows); an
+        older row found by a narrow term gets its broad terms' share by key lookups."""
+        tf_part = "{p}.tf * 2.2 / ({p}.tf + 1.2 * (0.25 + 0.75 * {p}.dl / %s))"
         sql = (
-            "WITH cand AS ("
-            f"  SELECT i.id, {length} + 1 AS dl, {tsv} AS tsv FROM items i"
-            f"  WHERE {tsv} @@ %s::tsquery AND {tsv} @@ %s::tsquery"
-            f"  AND i.user_id = %s AND i.cube_id = %s{where}"
-            ") "
-            "SELECT c.id, sum(w.idf * t.tf * 2.2 / (t.tf + 1.2 * (0.25 + 0.75 * c.dl / %s)))"
-            "  AS score "
-            "FROM cand c CROSS JOIN unnest(%s::tsquery[], %s::float8[]) AS w(q, idf) "
-            "CROSS JOIN LATERAL (SELECT array_position(%s::real[], ts_rank(c.tsv, w.q)) AS tf) t "
-            "WHERE t.tf IS NOT NULL GROUP BY c.id ORDER BY score DESC, c.id LIMIT %s"
+            "WITH w(term, idf, broad) AS ("
+            "  SELECT * FROM unnest(%s::text[], %s::float8[], %s::bool[])), "
+            "part AS ("
+            f"  SELECT p.seq, sum(w.idf * {tf_part.format(p='p')}) AS score FROM w "
+            "  JOIN postings p ON p.user_id = %s AND p.cube_id = %s AND p.col = %s "
+            "  AND p.term = w.term AND p.seq > CASE WHEN w.broad THEN %s ELSE -1 END "
+            "  GROUP BY p.seq ORDER BY score DESC, p.seq LIMIT %s), "
+            "whole AS ("
+            "  SELECT part.seq, part.score + coalesce(("
+            f"    SELECT sum(w.idf * {tf_part.format(p='b')}) FROM w "
+            "    JOIN postings b ON b.user_id = %s AND b.cube_id = %s AND b.col = %s "
+            "    AND b.term = w.term AND b.seq = part.seq "
+            "    WHERE w.broad AND part.seq <= %s), 0) AS score FROM part) "
+            "SELECT i.id, whole.score FROM whole JOIN items i "
+            "ON i.user_id = %s AND i.cube_id = %s AND i.seq = whole.seq "
+            f"WHERE TRUE{where} ORDER BY whole.score DESC, i.id LIMIT %s"
         )
-        queries = [f"'{t}'" for t in terms]
-        ranks = self._rank_of_tf(db)
-        # Rows that match only terms in half the scope or more score ~1e-6 a term, below
-        # any row with a telling term: rank the rows with a telling term first, and scan the
-        # common terms' (long) lists only if fewer than k rows have one (otherwise the
-        # caller's top k is made of rows with a telling term whatever the rest scores).
-        telling = [t for t, idf in zip(terms, idfs, strict=True) if idf > 1e-6]
-        for subset in ([telling] if telling and len(telling) < len(terms) else []) + [terms]:
-            any_term = " | ".join(f"'{t}'" for t in subset)
+        edge = -1 if floor is None else floor
+        pool = max(4 * limit, 100)
+        while True:
             found = db.execute(
                 sql,
                 (
-                    f"'{token}'",
-                    any_term,
+                    terms,
+                    idfs,
+                    broad,
+                    avgdl,
+                    user_id,
+                    cube_id,
+                    col,
+                    edge,
+                    pool,
+                    avgdl,
+                    user_id,
+                    cube_id,
+                    col,
+                    edge,
                     user_id,
                     cube_id,
                     *params,
-                    avgdl,
-                    queries,
-                    idfs,
-                    ranks,
                     limit,
                 ),
             ).fetchall()
-            if len(found) >= k:
-                break
-        return [(r["id"], float(r["score"])) for r in found]
+            # the filter may have dropped most of the pool: widen it while rows remain
+            if len(found) >= limit or pool >= postings:
+                return [(r["id"], float(r["score"])) for r in found]
+            pool *= 8
 
     def vector_search(
         self,
@@ -1615,7 +1759,7 @@ class PostgresStore:
             self._bump_scopes(db, deltas)
             with db.cursor() as cur:
                 if rows:
-                    cur.executemany(_INSERT_ITEM, rows)
+                    _insert_items(cur, rows)
                 if history_rows:
                     cur.executemany(
                         "INSERT INTO history(user_id, cube_id, item_id, action, actor, at, "

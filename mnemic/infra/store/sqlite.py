@@ -25,7 +25,16 @@ from typing import Any
 import numpy as np
 
 from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew, StoreError
-from mnemic.infra.store.base import Grant, ItemFilter, Scored, TreeChange, tree_changed
+from mnemic.infra.store.base import (
+    FULLTEXT_BUDGET,
+    FULLTEXT_WINDOW,
+    Grant,
+    ItemFilter,
+    Scored,
+    TreeChange,
+    split_terms,
+    tree_changed,
+)
 from mnemic.infra.store.vector_index import VectorIndex
 from mnemic.infra.text import STOPWORDS
 from mnemic.models import (
@@ -160,6 +169,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX edges_dst ON edges(user_id, cube_id, dst);
     """,
+    # 4: a scope's rows in insertion order (the index ends with the rowid), for full text's
+    # window of newest rows
+    """
+    CREATE INDEX items_recent ON items(user_id, cube_id);
+    """,
 ]
 
 # fmt: off
@@ -292,6 +306,8 @@ class SQLiteStore:
             )
         self.path = Path(path)
         self.dim = dim
+        self.fulltext_budget = FULLTEXT_BUDGET  # see FULLTEXT_BUDGET; per store for tests
+        self.fulltext_window = FULLTEXT_WINDOW
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -1119,32 +1135,93 @@ class SQLiteStore:
             tables = [(t, w) for t, w in (("items_fts", 1.0), ("keys_fts", keys_weight)) if w > 0]
             # stems are needed only for large tables: small stores never touch the helpers
             stems = functools.cache(functools.partial(self._stems, words))
+            floor = functools.cache(functools.partial(self._window_floor, user_id, cube_id))
             for table, weight in tables:
-                # Terms in half the table or more have their IDF clamped to 1e-6 by FTS5, so
-                # a row matched only by them ranks below every row with a telling term.
-                # Rank the rows with a telling term first and walk the common terms' long
-                # posting lists only if fewer than 2k rows have one: scoring every row that
-                # holds a common word was most of a query's time (1.3 s p50 at 1M items).
-                # The scores of the rows returned then lack the common terms' share, at
-                # most 2.2e-6 a term; the PostgreSQL store ranks the same way.
-                telling = self._telling(table, words, stems)
-                subsets = [telling] if telling and len(telling) < len(words) else []
-                for subset in [*subsets, words]:
-                    match = f'scope : "{scope}" AND ({_or_query(subset)})'
-                    rows = self._db.execute(
-                        f"SELECT i.id, bm25({table}, 0.0, 1.0) AS rank FROM {table} "
-                        f"JOIN items i ON i.rowid = {table}.rowid "
-                        f"WHERE {table} MATCH ? AND i.user_id = ? AND i.cube_id = ?{where} "
-                        "ORDER BY rank LIMIT ?",
-                        (match, user_id, cube_id, *params, 2 * k),
-                    ).fetchall()
-                    if len(rows) >= 2 * k:
+                counts = self._counts(table, words, stems)
+                found: dict[str, float] = {}
+                for subset in self._subsets(words, counts):
+                    found = self._bm25(
+                        table, scope, subset, user_id, cube_id, where, params, 2 * k, floor
+                    )
+                    if len(found) >= 2 * k:
                         break
-                for r in rows:
-                    # FTS5's bm25() is negative (lower is better); flip it so higher is better
-                    scores[r["id"]] = scores.get(r["id"], 0.0) - weight * float(r["rank"])
+                for item_id, score in found.items():
+                    scores[item_id] = scores.get(item_id, 0.0) + weight * score
         best = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:k]
         return [Scored(item_id, score) for item_id, score in best]
+
+    def _subsets(
+        self, words: list[str], counts: tuple[int, list[int | None]] | None
+    ) -> list[list[tuple[str, int | None]]]:
+        """The word sets to search, in turn, each word with its row count (None: unknown).
+
+        Terms in half the table or more have their IDF clamped to 1e-6 by FTS5, so a row
+        matched only by them ranks below every row with a telling term: the telling terms
+        are searched first, and every term only if fewer than 2k rows come back (scoring
+        every row that holds a common word was most of a query's time). The scores of the
+        rows returned then lack the common terms' share, at most 2.2e-6 a term; the
+        PostgreSQL store ranks the same way."""
+        if counts is None:
+            return [[(w, None) for w in words]]
+        total, dfs = counts
+        every = list(zip(words, dfs, strict=True))
+        telling = [(w, df) for w, df in every if df is None or 2 * df < total]
+        return [telling, every] if telling and len(telling) < len(words) else [every]
+
+    def _bm25(
+        self,
+        table: str,
+        scope: str,
+        terms: list[tuple[str, int | None]],
+        user_id: str,
+        cube_id: str,
+        where: str,
+        params: list[Any],
+        limit: int,
+        floor: Callable[[], int | None],
+    ) -> dict[str, float]:
+        """FTS5's BM25 over ``terms`` within the scope, the best ``limit`` rows: every row
+        that holds a narrow term, scored with all the terms, and the rows among the scope's
+        newest FULLTEXT_WINDOW that hold a broad one (see FULLTEXT_BUDGET)."""
+        narrow, broad = split_terms([df for _, df in terms], self.fulltext_budget)
+        edge = floor() if broad else None
+        if edge is None:  # no broad term, or the whole scope is within the window
+            narrow, broad = sorted(narrow + broad), []
+        words = [w for w, _ in terms]
+        any_narrow = _or_query([words[i] for i in narrow])
+        scoped = f'scope : "{scope}"'
+        queries: list[tuple[str, int | None]] = []
+        if not broad:
+            queries.append((f"{scoped} AND ({any_narrow})", None))
+        else:
+            any_broad = _or_query([words[i] for i in broad])
+            if narrow:
+                # rows with a narrow term, whatever their age; the broad terms (or the
+                # scope token, which every row of the scope holds) only add their share
+                queries.append((f"{scoped} AND ({any_narrow}) AND ({any_broad} OR {scoped})", None))
+            queries.append((f"{scoped} AND ({_or_query(words)})", edge))
+        found: dict[str, float] = {}
+        for match, above in queries:
+            rows = self._db.execute(
+                f"SELECT i.id, bm25({table}, 0.0, 1.0) AS rank FROM {table} "
+                f"JOIN items i ON i.rowid = {table}.rowid "
+                f"WHERE {table} MATCH ? AND {table}.rowid > ? "
+                f"AND i.user_id = ? AND i.cube_id = ?{where} "
+                "ORDER BY rank LIMIT ?",
+                (match, -1 if above is None else above, user_id, cube_id, *params, limit),
+            ).fetchall()
+            for r in rows:  # FTS5's bm25() is negative (lower is better): flipped
+                found[r["id"]] = -float(r["rank"])
+        return dict(sorted(found.items(), key=lambda kv: kv[1], reverse=True)[:limit])
+
+    def _window_floor(self, user_id: str, cube_id: str) -> int | None:
+        """The rowid below the scope's FULLTEXT_WINDOW newest rows; None if it has fewer."""
+        row = self._db.execute(
+            "SELECT rowid FROM items INDEXED BY items_recent WHERE user_id = ? AND cube_id = ? "
+            "ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+            (user_id, cube_id, self.fulltext_window),
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def _stems(self, words: Sequence[str]) -> list[list[str]] | None:
         """The tokens FTS5 makes of each word (porter stems), or None if it cannot say.
@@ -1184,15 +1261,14 @@ class SQLiteStore:
         except sqlite3.Error:
             return None  # no fts5vocab: every term is searched at once, as before
 
-    def _telling(
+    def _counts(
         self,
         table: str,
         words: Sequence[str],
         stems: Callable[[], list[list[str]] | None],
-    ) -> list[str] | None:
-        """The words whose BM25 IDF in ``table`` is positive: found in fewer than half its
-        rows (FTS5's own statistics, table-wide, as its bm25() uses them). A word FTS5
-        splits into several tokens is kept; None (search every word at once) for a table
+    ) -> tuple[int, list[int | None]] | None:
+        """The table's row count and each word's (FTS5's own statistics, table-wide, as its
+        bm25() uses them; None for a word FTS5 splits into several tokens); None for a table
         under FTS_PRUNE_ROWS rows or when the counts are unknown."""
         try:
             row = self._db.execute(f"SELECT block FROM {table}_data WHERE id = 1").fetchone()
@@ -1202,16 +1278,16 @@ class SQLiteStore:
             tokens_of = stems() if total >= FTS_PRUNE_ROWS else None
             if tokens_of is None:
                 return None
-            telling = []
-            for word, tokens in zip(words, tokens_of, strict=True):
-                if len(tokens) == 1:
-                    found = self._db.execute(
-                        f"SELECT doc FROM temp.mnemic_{table}_v WHERE term = ?", (tokens[0],)
-                    ).fetchone()
-                    if found is not None and 2 * int(found[0]) >= total:
-                        continue
-                telling.append(word)
-            return telling
+            counts: list[int | None] = []
+            for tokens in tokens_of:
+                if len(tokens) != 1:
+                    counts.append(None)
+                    continue
+                found = self._db.execute(
+                    f"SELECT doc FROM temp.mnemic_{table}_v WHERE term = ?", (tokens[0],)
+                ).fetchone()
+                counts.append(0 if found is None else int(found[0]))
+            return total, counts
         except (sqlite3.Error, IndexError):
             return None
 
