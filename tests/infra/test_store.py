@@ -285,50 +285,57 @@ def test_second_connection_sees_writes_of_the_first(tmp_path: Path) -> None:
         b.close()
 
 
-def test_fulltext_ranks_telling_terms_first_with_the_same_answer(
+def test_large_tables_score_bm25_as_fts5_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Large tables leave words in half their rows out of the first match (FTS5 clamps
-    their IDF): the same items come back, their scores lack at most ~1e-6 a common word."""
+    """From FTS_PRUNE_ROWS rows the SQLite store sums BM25 itself from FTS5's matches (its
+    bm25() walks every query word's whole posting list on each call): the same rows and
+    scores as bm25(), repeats, phrases, keys, filters and other scopes included."""
     import sqlite3
 
     from mnemic.infra.store import sqlite as sqlite_store
 
+    rng = np.random.default_rng(3)
+    vocab = ["tea", "lemon", "garden", "river", "boat", "cello", "running", "dog", "sun", "x_y"]
     path = tmp_path / "s.db"
     with sqlite_store.SQLiteStore(path, dim=DIM) as s:
-        texts = []
-        for n in range(60):
-            words = ["common", "filler"] + (["usual"] if n % 2 else [])  # usual: half the rows
-            words += ["running", "dogs"] if n < 5 else []  # stemmed on both sides
-            texts.append(" ".join(words) + f" n{n}")
-        items = [item(text=t, index_text=t) for t in texts]
+        items = []
+        for n in range(80):
+            text = " ".join(rng.choice(vocab, size=int(rng.integers(1, 12)))) + f" n{n}"
+            keys = " ".join(rng.choice(vocab, size=int(rng.integers(0, 6)))) or None
+            status = MemoryStatus.DELETED if n % 9 == 0 else MemoryStatus.ACTIVE
+            items.append(item(text=text, index_text=keys, status=status))
+        items.append(item(text="tea " * 40))
         add(s, items)
+        add(s, [item(user="bo", cube="bo/default", text="tea lemon dog")])
 
         def search(query: str, k: int, prune_from: int) -> list[tuple[str, float]]:
             monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", prune_from)
             return [(h.item_id, h.score) for h in s.fulltext_search("ana", "ana/default", query, k)]
 
-        words = ["common", "run", "usual"]
-        s.fulltext_search("ana", "ana/default", "common running usual", 3)
+        s.fulltext_search("ana", "ana/default", "tea", 3)
         assert not s._fts_helpers  # a small store searches as it always did
-        assert s._counts("items_fts", words, lambda: s._stems(words)) is None  # < 10,000 rows
-        monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", 20)
-        assert s._stems(["running", "dogs", "x_y"]) == [["run"], ["dog"], ["x", "y"]]
-        counts = s._counts("items_fts", words, lambda: s._stems(words))
-        assert counts == (60, [60, 5, 30])
-        assert s._subsets(words, counts)[0] == [("run", 5)]  # "usual": in half the rows
-        assert s._counts("items_fts", ["x_y"], lambda: s._stems(["x_y"])) == (60, [None])
-        for query, k in [("common running usual", 2), ("common running usual", 4)]:
-            pruned, whole = search(query, k, 20), search(query, k, 10**9)
-            assert [i for i, _ in pruned] == [i for i, _ in whole]
-            assert {i for i, _ in pruned} <= {i.id for i in items[:5]}
-            for (_, a), (_, b) in zip(pruned, whole, strict=True):
-                assert 0 <= b - a < 1e-5
-        # 2k = 10 > the 5 rows with a telling word: every word is searched, as before
-        assert search("common running usual", 5, 20) == search("common running usual", 5, 10**9)
-        # only common words: the rows they match come back, with their tiny scores
-        assert search("common usual", 3, 20) == search("common usual", 3, 10**9)
-        assert len(search("common usual", 3, 20)) == 3
+        for query in ["tea", "lemon garden", "runs dogs", "x_y boat", "sun river cello tea"]:
+            for k in (3, 40):
+                scanned, ranked = search(query, k, 10), search(query, k, 10**9)
+                assert dict(scanned) == pytest.approx(dict(ranked), rel=1e-9)
+                assert [i for i, _ in scanned][:2] == [i for i, _ in ranked][:2]
+        assert s._fts_helpers
+        # counts of broad words are kept until the table grows by more than 1/32
+        s.fulltext_budget = 10
+        monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", 10)
+
+        def counted() -> list[int]:
+            found = s._counts("items_fts", ["tea"], lambda: s._stems(["tea"]))
+            assert found is not None
+            return found[2]
+
+        (df,) = counted()
+        assert s._row_counts[("items_fts", "tea")][0] == df > 10
+        add(s, [item(text="tea")])  # the table grew by less than 1/32: the count is kept
+        assert counted() == [df]
+        add(s, [item(text=f"tea {n}") for n in range(5)])  # past 1/32: counted again
+        assert counted() == [df + 6]
     # the helper tables are temporary: nothing was added to the database file
     with sqlite3.connect(path) as db:
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
@@ -448,7 +455,7 @@ def test_fulltext_searches_broad_terms_among_the_newest_rows(
 
     monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", 1)  # SQLite counts terms from 1 row
     texts = [f"broad filler n{n}" for n in range(40)]
-    texts[3] = "broad rare broad n3"  # old, with the rare word and the common one twice
+    texts[3] = "broad rare n3"  # old, with the rare word and the common one
     texts[5] = "rare n5"  # old, the rare word only
     items = [item(text=t) for t in texts]
     add(store, items)

@@ -93,14 +93,14 @@ class Scored:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-FULLTEXT_BUDGET = 20_000
+FULLTEXT_BUDGET = 5_000
 """Full text at scale: a query's terms, rarest first, are searched over all their rows
 while their row counts add up to at most this many ("narrow" terms); the rest ("broad"
 terms, each in a large share of the scope) are searched over the scope's newest
 FULLTEXT_WINDOW rows only. A row holding a narrow term is scored with every term of the
 query; a row holding only broad terms is found if it is among the newest. Scopes under the
 budget or the window are searched exhaustively, as are queries whose terms fit the budget."""
-FULLTEXT_WINDOW = 10_000
+FULLTEXT_WINDOW = 5_000
 
 
 def split_terms(dfs: Sequence[int | None], budget: int) -> tuple[list[int], list[int]]:

@@ -379,10 +379,10 @@ def _insert_items(cur: psycopg.Cursor[Any], rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[start : start + _INSERT_CHUNK]
         cur.execute(
-            f"INSERT INTO items({', '.join(names)}) VALUES "
-            + ", ".join(_ITEM_ROW for _ in chunk),
+            f"INSERT INTO items({', '.join(names)}) VALUES " + ", ".join(_ITEM_ROW for _ in chunk),
             [row[c] for row in chunk for c in names],
         )
+
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _MIGRATION_LOCK = 0x6D6E656D6963  # pg_advisory_xact_lock key: one migrator at a time

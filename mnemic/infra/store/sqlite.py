@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mnemic.errors import Conflict, InvalidInput, NotFound, SchemaTooNew, StoreError
+from mnemic.infra.store import fts5_bm25
 from mnemic.infra.store.base import (
     FULLTEXT_BUDGET,
     FULLTEXT_WINDOW,
@@ -241,15 +242,12 @@ def _or_query(words: Sequence[str]) -> str | None:
     return " OR ".join(f'"{w}"' for w in words) if words else None
 
 
-def _varint(data: bytes) -> int:
-    """The SQLite varint at the start of ``data`` (FTS5 writes its counters with them)."""
-    value = 0
-    for i in range(8):
-        byte = data[i]
-        value = (value << 7) | (byte & 0x7F)
-        if byte < 0x80:
-            return value
-    return (value << 8) | data[8]
+def _sum_by_row(ids: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct row ids and the sum of their values over every (ids, values) pair."""
+    if not ids:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    rows, where = np.unique(np.concatenate(ids), return_inverse=True)
+    return rows, np.bincount(where, weights=np.concatenate(values), minlength=len(rows))
 
 
 def item_to_row(item: MemoryItem) -> dict[str, Any]:
@@ -308,6 +306,8 @@ class SQLiteStore:
         self.dim = dim
         self.fulltext_budget = FULLTEXT_BUDGET  # see FULLTEXT_BUDGET; per store for tests
         self.fulltext_window = FULLTEXT_WINDOW
+        # (table, token) -> (rows holding it, table rows then): counts of broad words
+        self._row_counts: dict[tuple[str, str], tuple[int, int]] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -1138,41 +1138,49 @@ class SQLiteStore:
             floor = functools.cache(functools.partial(self._window_floor, user_id, cube_id))
             for table, weight in tables:
                 counts = self._counts(table, words, stems)
-                found: dict[str, float] = {}
-                for subset in self._subsets(words, counts):
-                    found = self._bm25(
-                        table, scope, subset, user_id, cube_id, where, params, 2 * k, floor
+                if counts is None:  # a small table: FTS5 ranks every match itself
+                    found = self._bm25_fts5(
+                        table, scope, words, user_id, cube_id, where, params, 2 * k
                     )
-                    if len(found) >= 2 * k:
-                        break
+                else:
+                    found = self._bm25_scan(
+                        table, scope, words, counts, user_id, cube_id, where, params, 2 * k, floor
+                    )
                 for item_id, score in found.items():
                     scores[item_id] = scores.get(item_id, 0.0) + weight * score
         best = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:k]
         return [Scored(item_id, score) for item_id, score in best]
 
-    def _subsets(
-        self, words: list[str], counts: tuple[int, list[int | None]] | None
-    ) -> list[list[tuple[str, int | None]]]:
-        """The word sets to search, in turn, each word with its row count (None: unknown).
-
-        Terms in half the table or more have their IDF clamped to 1e-6 by FTS5, so a row
-        matched only by them ranks below every row with a telling term: the telling terms
-        are searched first, and every term only if fewer than 2k rows come back (scoring
-        every row that holds a common word was most of a query's time). The scores of the
-        rows returned then lack the common terms' share, at most 2.2e-6 a term; the
-        PostgreSQL store ranks the same way."""
-        if counts is None:
-            return [[(w, None) for w in words]]
-        total, dfs = counts
-        every = list(zip(words, dfs, strict=True))
-        telling = [(w, df) for w, df in every if df is None or 2 * df < total]
-        return [telling, every] if telling and len(telling) < len(words) else [every]
-
-    def _bm25(
+    def _bm25_fts5(
         self,
         table: str,
         scope: str,
-        terms: list[tuple[str, int | None]],
+        words: list[str],
+        user_id: str,
+        cube_id: str,
+        where: str,
+        params: list[Any],
+        limit: int,
+    ) -> dict[str, float]:
+        """FTS5's own bm25() over every row of the scope that holds a word: the best
+        ``limit`` rows. Each call walks every word's posting list (see fts5_bm25), which on
+        a small table costs less than counting the words first."""
+        rows = self._db.execute(
+            f"SELECT i.id, bm25({table}, 0.0, 1.0) AS rank FROM {table} "
+            f"JOIN items i ON i.rowid = {table}.rowid "
+            f"WHERE {table} MATCH ? AND i.user_id = ? AND i.cube_id = ?{where} "
+            "ORDER BY rank LIMIT ?",
+            (f'scope : "{scope}" AND ({_or_query(words)})', user_id, cube_id, *params, limit),
+        ).fetchall()
+        # FTS5's bm25() is negative (lower is better): flipped so that higher is better
+        return {r["id"]: -float(r["rank"]) for r in rows}
+
+    def _bm25_scan(
+        self,
+        table: str,
+        scope: str,
+        words: list[str],
+        counts: tuple[int, float, list[int]],
         user_id: str,
         cube_id: str,
         where: str,
@@ -1180,39 +1188,71 @@ class SQLiteStore:
         limit: int,
         floor: Callable[[], int | None],
     ) -> dict[str, float]:
-        """FTS5's BM25 over ``terms`` within the scope, the best ``limit`` rows: every row
-        that holds a narrow term, scored with all the terms, and the rows among the scope's
-        newest FULLTEXT_WINDOW that hold a broad one (see FULLTEXT_BUDGET)."""
-        narrow, broad = split_terms([df for _, df in terms], self.fulltext_budget)
-        edge = floor() if broad else None
-        if edge is None:  # no broad term, or the whole scope is within the window
-            narrow, broad = sorted(narrow + broad), []
-        words = [w for w, _ in terms]
-        any_narrow = _or_query([words[i] for i in narrow])
-        scoped = f'scope : "{scope}"'
-        queries: list[tuple[str, int | None]] = []
-        if not broad:
-            queries.append((f"{scoped} AND ({any_narrow})", None))
-        else:
-            any_broad = _or_query([words[i] for i in broad])
-            if narrow:
-                # rows with a narrow term, whatever their age; the broad terms (or the
-                # scope token, which every row of the scope holds) only add their share
-                queries.append((f"{scoped} AND ({any_narrow}) AND ({any_broad} OR {scoped})", None))
-            queries.append((f"{scoped} AND ({_or_query(words)})", edge))
-        found: dict[str, float] = {}
-        for match, above in queries:
-            rows = self._db.execute(
-                f"SELECT i.id, bm25({table}, 0.0, 1.0) AS rank FROM {table} "
-                f"JOIN items i ON i.rowid = {table}.rowid "
-                f"WHERE {table} MATCH ? AND {table}.rowid > ? "
-                f"AND i.user_id = ? AND i.cube_id = ?{where} "
-                "ORDER BY rank LIMIT ?",
-                (match, -1 if above is None else above, user_id, cube_id, *params, limit),
+        """BM25 for a large table, summed in Python (fts5_bm25): the best ``limit`` rows of
+        the scope that pass the filter.
+
+        A narrow word (see FULLTEXT_BUDGET) is ranked by FTS5's bm25() alone, over all its
+        rows: cheap, its list is short, and exactly FTS5's share. A broad word is looked up
+        only among the scope's newest FULLTEXT_WINDOW rows (all of them in a smaller scope)
+        and in the best older rows a narrow word found, and counts once a row: its repeats
+        are not counted (FTS5 would re-read and re-tokenize each row to tell them; a
+        broad word's IDF is small and BM25 saturates in repeats)."""
+        total, avgdl, dfs = counts
+        narrow, broad = split_terms(dfs, self.fulltext_budget)
+        edge = (floor() or -1) if broad else -1
+        ids: list[np.ndarray] = []
+        shares: list[np.ndarray] = []
+        for i in narrow:  # every scope's rows: the list is short; the filter drops others'
+            found = self._db.execute(
+                f"SELECT rowid, bm25({table}, 0.0, 1.0) FROM {table} WHERE {table} MATCH ?",
+                (f'"{words[i]}"',),
             ).fetchall()
-            for r in rows:  # FTS5's bm25() is negative (lower is better): flipped
-                found[r["id"]] = -float(r["rank"])
-        return dict(sorted(found.items(), key=lambda kv: kv[1], reverse=True)[:limit])
+            if found:
+                pairs = np.array(found, dtype=np.float64).reshape(-1, 2)
+                ids.append(pairs[:, 0].astype(np.int64))
+                shares.append(-pairs[:, 1])
+        if broad:
+            narrow_ids, narrow_scores = _sum_by_row(ids, shares)
+            # older rows found by a narrow word get their broad words' share too: the best
+            # of them (a broad word adds at most 2.2 times its small IDF)
+            old = narrow_ids <= edge
+            best = np.argsort(-narrow_scores[old], kind="stable")[: max(4 * limit, 100)]
+            older = narrow_ids[old][best].tolist()
+            found_ids, found_weights = [], []
+            for i in broad:
+                weight = fts5_bm25.idf(total, min(dfs[i], total))
+                rows = fts5_bm25.matching_rows(
+                    self._db, table, f'scope : "{scope}" AND "{words[i]}"', above=edge
+                )
+                if older:
+                    rows += fts5_bm25.matching_rows(self._db, table, f'"{words[i]}"', rowids=older)
+                found_ids.append(np.array(rows, dtype=np.int64))
+                found_weights.append(np.full(len(rows), weight))
+            rows_b, weight_b = _sum_by_row(found_ids, found_weights)
+            if len(rows_b):
+                lengths = fts5_bm25.row_lengths(self._db, table, rows_b)
+                ids.append(rows_b)
+                shares.append(fts5_bm25.term_score(weight_b, 1, lengths, avgdl))
+        rowids, sums = _sum_by_row(ids, shares)
+        order = np.argsort(-sums, kind="stable")
+        ranked, scores = rowids[order].tolist(), sums[order].tolist()
+        out: dict[str, float] = {}
+        for start in range(0, len(ranked), 500):  # the scope and filter, in rank order
+            chunk = ranked[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            passed = dict(
+                self._db.execute(  # NOT INDEXED: by rowid, not a walk of the scope's index
+                    f"SELECT i.rowid, i.id FROM items i NOT INDEXED WHERE i.rowid IN ({marks}) "
+                    f"AND i.user_id = ? AND i.cube_id = ?{where}",
+                    (*chunk, user_id, cube_id, *params),
+                ).fetchall()
+            )
+            for n, rowid in enumerate(chunk, start):
+                if rowid in passed:
+                    out[passed[rowid]] = scores[n]
+                    if len(out) >= limit:
+                        return out
+        return out
 
     def _window_floor(self, user_id: str, cube_id: str) -> int | None:
         """The rowid below the scope's FULLTEXT_WINDOW newest rows; None if it has fewer."""
@@ -1266,28 +1306,42 @@ class SQLiteStore:
         table: str,
         words: Sequence[str],
         stems: Callable[[], list[list[str]] | None],
-    ) -> tuple[int, list[int | None]] | None:
-        """The table's row count and each word's (FTS5's own statistics, table-wide, as its
-        bm25() uses them; None for a word FTS5 splits into several tokens); None for a table
-        under FTS_PRUNE_ROWS rows or when the counts are unknown."""
+    ) -> tuple[int, float, list[int]] | None:
+        """The table's row count, average row length and each word's row count (FTS5's own
+        statistics, table-wide, as its bm25() uses them); None for a table under
+        FTS_PRUNE_ROWS rows or when the counts are unknown.
+
+        A count walks the word's posting list (~130 ms for a word in most of 1M rows), so
+        the counts of broad words (over FULLTEXT_BUDGET) are kept and reused until the
+        table's row count moves by more than 1/32; narrow words are counted each time."""
         try:
-            row = self._db.execute(f"SELECT block FROM {table}_data WHERE id = 1").fetchone()
-            if row is None:
+            stats = fts5_bm25.averages(self._db, table)
+            if stats is None or stats[0] < FTS_PRUNE_ROWS:
                 return None
-            total = _varint(row[0])  # FTS5's averages record starts with its row count
-            tokens_of = stems() if total >= FTS_PRUNE_ROWS else None
+            total, avgdl = stats
+            tokens_of = stems()
             if tokens_of is None:
                 return None
-            counts: list[int | None] = []
-            for tokens in tokens_of:
-                if len(tokens) != 1:
-                    counts.append(None)
+            counts: list[int] = []
+            for word, tokens in zip(words, tokens_of, strict=True):
+                if len(tokens) != 1:  # a phrase to FTS5: its rows counted by a match
+                    found = self._db.execute(
+                        f"SELECT count(*) FROM {table} WHERE {table} MATCH ?", (f'"{word}"',)
+                    ).fetchone()
+                    counts.append(int(found[0]))
+                    continue
+                cached = self._row_counts.get((table, tokens[0]))
+                if cached is not None and abs(total - cached[1]) * 32 <= cached[1]:
+                    counts.append(cached[0])
                     continue
                 found = self._db.execute(
                     f"SELECT doc FROM temp.mnemic_{table}_v WHERE term = ?", (tokens[0],)
                 ).fetchone()
-                counts.append(0 if found is None else int(found[0]))
-            return total, counts
+                df = 0 if found is None else int(found[0])
+                if df > self.fulltext_budget:
+                    self._row_counts[(table, tokens[0])] = (df, total)
+                counts.append(df)
+            return total, avgdl, counts
         except (sqlite3.Error, IndexError):
             return None
 
