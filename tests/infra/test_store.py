@@ -476,3 +476,29 @@ def test_fulltext_searches_broad_terms_among_the_newest_rows(
     # a window as large as the scope: the exhaustive search
     store.fulltext_window = 40
     assert search("rare broad") == pytest.approx(whole, rel=1e-9)
+
+
+def test_fts5_row_lengths_read_docsize_in_every_shape() -> None:
+    """Row lengths for BM25 come from FTS5's docsize table: a dense range in one read,
+    sparse rows by lists, and sizes of 128 tokens or more (two-byte varints) decoded."""
+    import sqlite3
+
+    from mnemic.infra.store import fts5_bm25
+
+    assert fts5_bm25.varints(bytes([0x01, 0x81, 0x00, 0x7F])) == [1, 128, 127]
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE t USING fts5(scope, body)")
+    sizes = {n: 1 + n % 7 for n in range(1, 60)}
+    sizes[30] = 300  # a long row: its size is a two-byte varint
+    db.executemany(
+        "INSERT INTO t(rowid, scope, body) VALUES (?, 's', ?)",
+        [(n, " ".join(["w"] * size)) for n, size in sizes.items()],
+    )
+    db.execute("DELETE FROM t WHERE rowid IN (10, 11)")  # a gap in the range
+    for rowids in ([1, 2, 3, 4], [5, 9, 12, 13], [29, 30, 31], [1, 59]):
+        got = fts5_bm25.row_lengths(db, "t", np.array(rowids, dtype=np.int64))
+        assert got.tolist() == [sizes[n] + 1 for n in rowids]  # + the scope column
+    rows, avgdl = fts5_bm25.averages(db, "t") or (0, 0.0)
+    assert rows == 57 and avgdl == pytest.approx(
+        sum(v + 1 for n, v in sizes.items() if n not in (10, 11)) / 57
+    )
