@@ -229,7 +229,8 @@ MIGRATIONS: list[str] = [
         seq BIGINT NOT NULL,
         tf SMALLINT NOT NULL,
         dl INTEGER NOT NULL,
-        PRIMARY KEY (user_id, cube_id, col, term, seq)
+        -- covering: a query reads a term's postings from the index alone
+        PRIMARY KEY (user_id, cube_id, col, term, seq) INCLUDE (tf, dl)
     );
     CREATE TABLE term_stats (
         user_id TEXT NOT NULL,

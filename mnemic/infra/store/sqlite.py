@@ -203,9 +203,9 @@ SNAPSHOT_EVERY = 5_000  # log entries applied before an index snapshot is rewrit
 # A filtered vector search that finds fewer than k of its rows among this many nearest
 # candidates scores the filter's rows exactly instead of widening further.
 FILTERED_ANN_MAX = 1_024
-# From this many rows in a full-text table, terms in half of them are left out of the first
-# match (see fulltext_search). Counting a term's rows walks its posting list: below this
-# size the one query over every term costs less than counting them first.
+# From this many rows in a full-text table, BM25 is summed by the store (see _bm25_scan and
+# fts5_bm25) instead of ranked by FTS5's bm25(), which walks every query word's posting list
+# on each call: below this size that one query costs less than counting the words first.
 FTS_PRUNE_ROWS = 10_000
 
 
