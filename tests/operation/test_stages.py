@@ -245,3 +245,25 @@ def test_topic_stage_searches_what_is_asked_without_the_names(memory: Memory) ->
     # a question that names nobody is left to the dense stage
     hits = memory.search("What hobbies are there?", user_id="u", top_k=3)
     assert all("dense@topic_rank" not in h.stages for h in hits)
+
+
+def test_bm25_leaves_out_the_names_of_the_speakers_a_query_names(memory: Memory) -> None:
+    memory.add(
+        [
+            {"speaker": "Ben", "content": "Ana! Ana, hello Ana!", "id": "b"},
+            *[
+                {"speaker": "Ben", "content": f"The weather report {n} says rain.", "id": f"w{n}"}
+                for n in range(6)
+            ],
+            {"speaker": "Ana", "content": "I planted roses by the fence.", "id": "a"},
+        ],
+        user_id="u",
+        session_id="s1",
+    )
+    question = "What did Ana plant?"
+    recipe(memory, "bm25", "fusion", bm25_speaker_names=True)
+    named = [h.item.source.message_ids for h in memory.search(question, user_id="u", top_k=5)]
+    assert ["b"] in named  # only the name matches: Ben speaking to Ana
+    recipe(memory, "bm25", "fusion", bm25_speaker_names=False)
+    hits = [h.item.source.message_ids for h in memory.search(question, user_id="u", top_k=5)]
+    assert hits == [["a"]]

@@ -51,7 +51,9 @@ class Retriever:
         """``now`` anchors relative time expressions in the query ("last May"); default: now.
         ``seed``: ranked lists found before the search (working memory), fused like the
         recall stages' lists; only items still active in the store are kept."""
-        wants_speakers = {"speaker", "topic"} & set(self.config.stages)
+        wants_speakers = {"speaker", "topic"} & set(self.config.stages) or (
+            "bm25" in self.config.stages and not self.config.bm25_speaker_names
+        )
         speakers = self.store.speakers(user_id, cube_id) if wants_speakers else ()
         state = SearchState(
             query=query,
