@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mnemic import Memory
-from mnemic.operation.retrieval.query import analyze
+from mnemic.operation.retrieval.query import analyze, without_speakers
 
 
 def recipe(memory: Memory, *stages: str, **params) -> None:
@@ -221,3 +221,49 @@ def test_graph_stage_follows_edges_from_strong_hits(memory: Memory) -> None:
     assert len(memory.search("harbour market", user_id="u")) == 2  # Oscar: s1 before s2
     only_s1 = memory.search("harbour market", user_id="u", filters={"session_id": "s1"})
     assert [h.item.session_id for h in only_s1] == ["s1"]
+
+
+def test_topic_stage_searches_what_is_asked_without_the_names(memory: Memory) -> None:
+    memory.add(
+        [
+            {"speaker": "Ana", "content": "I took up pottery and watercolour classes.", "id": "a"},
+            *[
+                {"speaker": "Ben", "content": f"Hi Ana, it is Ben, message {n}.", "id": f"b{n}"}
+                for n in range(6)
+            ],
+        ],
+        user_id="u",
+        session_id="s1",
+    )
+    question = "What hobbies does Ana have?"
+    assert without_speakers(analyze(question, ["Ana", "Ben"])) == "What hobbies does have?"
+    recipe(memory, "dense", "topic", "fusion", candidates=2)
+    hits = memory.search(question, user_id="u", top_k=3)
+    pottery = next(h for h in hits if h.item.source.message_ids == ["a"])
+    assert pottery.stages["dense@topic_rank"] == 1
+    assert "topic without the names: 'What hobbies does have?'" in pottery.why
+    # a question that names nobody is left to the dense stage
+    hits = memory.search("What hobbies are there?", user_id="u", top_k=3)
+    assert all("dense@topic_rank" not in h.stages for h in hits)
+
+
+def test_bm25_leaves_out_the_names_of_the_speakers_a_query_names(memory: Memory) -> None:
+    memory.add(
+        [
+            {"speaker": "Ben", "content": "Ana! Ana, hello Ana!", "id": "b"},
+            *[
+                {"speaker": "Ben", "content": f"The weather report {n} says rain.", "id": f"w{n}"}
+                for n in range(6)
+            ],
+            {"speaker": "Ana", "content": "I planted roses by the fence.", "id": "a"},
+        ],
+        user_id="u",
+        session_id="s1",
+    )
+    question = "What did Ana plant?"
+    recipe(memory, "bm25", "fusion", bm25_speaker_names=True)
+    named = [h.item.source.message_ids for h in memory.search(question, user_id="u", top_k=5)]
+    assert ["b"] in named  # only the name matches: Ben speaking to Ana
+    recipe(memory, "bm25", "fusion", bm25_speaker_names=False)
+    hits = [h.item.source.message_ids for h in memory.search(question, user_id="u", top_k=5)]
+    assert hits == [["a"]]

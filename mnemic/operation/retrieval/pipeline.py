@@ -51,7 +51,10 @@ class Retriever:
         """``now`` anchors relative time expressions in the query ("last May"); default: now.
         ``seed``: ranked lists found before the search (working memory), fused like the
         recall stages' lists; only items still active in the store are kept."""
-        speakers = self.store.speakers(user_id, cube_id) if "speaker" in self.config.stages else ()
+        wants_speakers = {"speaker", "topic"} & set(self.config.stages) or (
+            "bm25" in self.config.stages and not self.config.bm25_speaker_names
+        )
+        speakers = self.store.speakers(user_id, cube_id) if wants_speakers else ()
         state = SearchState(
             query=query,
             analysis=analyze(query, speakers, now),

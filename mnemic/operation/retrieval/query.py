@@ -33,3 +33,12 @@ def analyze(
     return QueryAnalysis(
         text=query, words=words, speakers=named, time_range=parse_time_range(query, now)
     )
+
+
+def without_speakers(analysis: QueryAnalysis) -> str:
+    """The query with the speakers it names (and their possessive 's) taken out: what it
+    asks about them, for a dense vector that the speaker filter or boost does not need."""
+    text = analysis.text
+    for speaker in sorted(analysis.speakers, key=len, reverse=True):
+        text = re.sub(rf"\b{re.escape(speaker)}(?:'s)?\b", " ", text, flags=re.IGNORECASE)
+    return " ".join(text.split())

@@ -12,6 +12,7 @@ from mnemic.operation.retrieval.stages.neighbors import NeighborExpansion
 from mnemic.operation.retrieval.stages.session import SessionFocus
 from mnemic.operation.retrieval.stages.speaker import SpeakerBoost
 from mnemic.operation.retrieval.stages.time import TimeFocus
+from mnemic.operation.retrieval.stages.topic import TopicRecall
 from mnemic.operation.retrieval.stages.tree import TreeDescent
 
 STAGES = {
@@ -19,6 +20,7 @@ STAGES = {
     for cls in (
         Bm25Recall,
         DenseRecall,
+        TopicRecall,
         TimeFocus,
         RrfFusion,
         Feedback,

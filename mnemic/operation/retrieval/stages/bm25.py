@@ -1,4 +1,10 @@
-"""Full-text recall: BM25 over each item's own words and, weighted less, its index keys."""
+"""Full-text recall: BM25 over each item's own words and, weighted less, its index keys.
+
+With ``bm25_speaker_names`` off, the speakers a query names are left out of the words
+searched: in a turn's own words a speaker's name is mostly someone speaking to them ("Wow,
+Melanie!"), which says nothing of what they did; their own turns are the ``speaker`` stage's
+part (the index keys name every turn's speaker, so there the names weigh nothing anyway).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import ClassVar
 from mnemic.config import RetrievalConfig
 from mnemic.infra.embed.base import Embedder
 from mnemic.infra.store.base import Store
+from mnemic.operation.retrieval.query import without_speakers
 from mnemic.operation.retrieval.state import SearchState
 
 NO_EVIDENCE = 1e-5  # BM25 scores at or below this come only from zero-IDF terms
@@ -19,10 +26,13 @@ class Bm25Recall:
         self.store, self.config = store, config
 
     def run(self, state: SearchState) -> None:
+        query = state.query
+        if not self.config.bm25_speaker_names and state.analysis.speakers:
+            query = without_speakers(state.analysis) or query
         found = self.store.fulltext_search(
             state.user_id,
             state.cube_id,
-            state.query,
+            query,
             max(self.config.candidates, state.top_k),
             state.flt,
             keys_weight=self.config.keys_weight,

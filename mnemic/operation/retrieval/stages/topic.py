@@ -1,0 +1,43 @@
+"""Topic recall: dense recall of what a question asks about the speakers it names, without
+their names.
+
+"What activities does Melanie partake in?" embedded whole lands near every turn that says
+"Melanie" (greetings, the other speaker addressing her); the same question without the name,
+"What activities does partake in?", lands near the turns about activities, said by anyone.
+Who said them is the ``speaker`` stage's part. The list joins fusion at ``topic_weight``
+times a dense list; a question that names nobody is left to ``dense``. Run it before
+``fusion``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from mnemic.config import RetrievalConfig
+from mnemic.infra.embed.base import Embedder
+from mnemic.infra.store.base import Store
+from mnemic.operation.retrieval.query import without_speakers
+from mnemic.operation.retrieval.state import SearchState
+
+
+class TopicRecall:
+    name: ClassVar[str] = "topic"
+
+    def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
+        self.store, self.embedder, self.config = store, embedder, config
+
+    def run(self, state: SearchState) -> None:
+        if self.embedder is None or not state.analysis.speakers or self.config.topic_weight <= 0:
+            return
+        text = without_speakers(state.analysis)
+        if not text:
+            return
+        vector = self.embedder.embed([text])[0]
+        state.lists["dense@topic"] = self.store.vector_search(
+            state.user_id,
+            state.cube_id,
+            vector,
+            max(self.config.candidates, state.top_k),
+            state.flt,
+        )
+        state.notes.append(f"topic without the names: {text!r}")
