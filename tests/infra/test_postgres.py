@@ -252,7 +252,7 @@ def test_migration_4_indexes_the_rows_already_there(pg_dsn: str) -> None:
             "DROP TRIGGER items_postings_add ON items; DROP TRIGGER items_postings_drop ON items; "
             "DROP TRIGGER items_postings_change ON items; "
             "DROP FUNCTION mnemic_postings_add, mnemic_postings_drop, mnemic_postings_change, "
-            "mnemic_row_postings; "
+            "mnemic_postings_insert, mnemic_postings_remove, mnemic_row_postings; "
             "CREATE INDEX items_body_tsv ON items USING gin (body_tsv); "
             "CREATE INDEX items_keys_tsv ON items USING gin (keys_tsv); "
             "DELETE FROM mnemic_migrations WHERE version = 4"

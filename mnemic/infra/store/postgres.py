@@ -257,26 +257,24 @@ MIGRATIONS: list[str] = [
         CROSS JOIN LATERAL unnest(v.tsv) AS t
         WHERE t.lexeme <> in_scope
         $$;
-    CREATE FUNCTION mnemic_postings_add() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        WITH added AS (
+    -- rows in: their postings added and their terms counted; rows out: the reverse
+    CREATE FUNCTION mnemic_postings_insert(added items[]) RETURNS void LANGUAGE sql AS $$
+        WITH inserted AS (
             INSERT INTO postings (user_id, cube_id, col, term, seq, tf, dl)
-            SELECT p.* FROM new_rows n CROSS JOIN LATERAL mnemic_row_postings(
+            SELECT p.* FROM unnest(added) n CROSS JOIN LATERAL mnemic_row_postings(
                 n.user_id, n.cube_id, n.scope, n.seq, n.body_tsv, n.body_len,
                 n.keys_tsv, n.keys_len) AS p
             ON CONFLICT DO NOTHING
             RETURNING user_id, cube_id, col, term
         )
         INSERT INTO term_stats AS s (user_id, cube_id, col, term, df)
-        SELECT user_id, cube_id, col, term, count(*) FROM added
+        SELECT user_id, cube_id, col, term, count(*) FROM inserted
         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-        ON CONFLICT (user_id, cube_id, col, term) DO UPDATE SET df = s.df + EXCLUDED.df;
-        RETURN NULL;
-    END $$;
-    CREATE FUNCTION mnemic_postings_drop() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
+        ON CONFLICT (user_id, cube_id, col, term) DO UPDATE SET df = s.df + EXCLUDED.df
+        $$;
+    CREATE FUNCTION mnemic_postings_remove(gone items[]) RETURNS void LANGUAGE sql AS $$
         WITH dropped AS (
-            DELETE FROM postings AS p USING old_rows o
+            DELETE FROM postings AS p USING unnest(gone) o
             CROSS JOIN LATERAL mnemic_row_postings(
                 o.user_id, o.cube_id, o.scope, o.seq, o.body_tsv, o.body_len,
                 o.keys_tsv, o.keys_len) AS d
@@ -288,49 +286,30 @@ MIGRATIONS: list[str] = [
         )
         UPDATE term_stats AS s SET df = s.df - c.n FROM counted c
         WHERE s.user_id = c.user_id AND s.cube_id = c.cube_id AND s.col = c.col
-          AND s.term = c.term;
+          AND s.term = c.term
+        $$;
+    CREATE FUNCTION mnemic_postings_add() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM mnemic_postings_insert(ARRAY(SELECT n::items FROM new_rows n));
         RETURN NULL;
     END $$;
-    -- an update re-indexes only the rows whose words changed (most updates touch access
-    -- counts or statuses): old postings out, new ones in
+    CREATE FUNCTION mnemic_postings_drop() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM mnemic_postings_remove(ARRAY(SELECT o::items FROM old_rows o));
+        RETURN NULL;
+    END $$;
+    -- an update re-indexes only the rows whose words or scope changed (most updates touch
+    -- access counts or statuses): old postings out, new ones in
     CREATE FUNCTION mnemic_postings_change() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        WITH changed AS (
-            SELECT o.user_id AS ou, o.cube_id AS oc, o.scope AS os, o.seq,
-                   o.body_tsv AS ob, o.body_len AS obl, o.keys_tsv AS ok, o.keys_len AS okl
-            FROM old_rows o JOIN new_rows n ON n.seq = o.seq
-            WHERE o.body_tsv IS DISTINCT FROM n.body_tsv
-               OR o.keys_tsv IS DISTINCT FROM n.keys_tsv
-               OR o.user_id <> n.user_id OR o.cube_id <> n.cube_id
-        ), dropped AS (
-            DELETE FROM postings AS p USING changed o
-            CROSS JOIN LATERAL mnemic_row_postings(
-                o.ou, o.oc, o.os, o.seq, o.ob, o.obl, o.ok, o.okl) AS d
-            WHERE p.user_id = d.user_id AND p.cube_id = d.cube_id AND p.col = d.col
-              AND p.term = d.term AND p.seq = d.seq
-            RETURNING p.user_id, p.cube_id, p.col, p.term
-        ), counted AS (
-            SELECT user_id, cube_id, col, term, count(*) AS n FROM dropped GROUP BY 1, 2, 3, 4
-        )
-        UPDATE term_stats AS s SET df = s.df - c.n FROM counted c
-        WHERE s.user_id = c.user_id AND s.cube_id = c.cube_id AND s.col = c.col
-          AND s.term = c.term;
-        WITH added AS (
-            INSERT INTO postings (user_id, cube_id, col, term, seq, tf, dl)
-            SELECT p.* FROM new_rows n JOIN old_rows o ON o.seq = n.seq
-            CROSS JOIN LATERAL mnemic_row_postings(
-                n.user_id, n.cube_id, n.scope, n.seq, n.body_tsv, n.body_len,
-                n.keys_tsv, n.keys_len) AS p
-            WHERE o.body_tsv IS DISTINCT FROM n.body_tsv
-               OR o.keys_tsv IS DISTINCT FROM n.keys_tsv
-               OR o.user_id <> n.user_id OR o.cube_id <> n.cube_id
-            ON CONFLICT DO NOTHING
-            RETURNING user_id, cube_id, col, term
-        )
-        INSERT INTO term_stats AS s (user_id, cube_id, col, term, df)
-        SELECT user_id, cube_id, col, term, count(*) FROM added
-        GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-        ON CONFLICT (user_id, cube_id, col, term) DO UPDATE SET df = s.df + EXCLUDED.df;
+        PERFORM mnemic_postings_remove(ARRAY(
+            SELECT o::items FROM old_rows o JOIN new_rows n ON n.seq = o.seq
+            WHERE (o.body_tsv IS DISTINCT FROM n.body_tsv OR o.keys_tsv IS DISTINCT FROM n.keys_tsv
+                   OR o.user_id <> n.user_id OR o.cube_id <> n.cube_id)));
+        PERFORM mnemic_postings_insert(ARRAY(
+            SELECT n::items FROM new_rows n JOIN old_rows o ON o.seq = n.seq
+            WHERE (o.body_tsv IS DISTINCT FROM n.body_tsv OR o.keys_tsv IS DISTINCT FROM n.keys_tsv
+                   OR o.user_id <> n.user_id OR o.cube_id <> n.cube_id)));
         RETURN NULL;
     END $$;
     INSERT INTO postings (user_id, cube_id, col, term, seq, tf, dl)
