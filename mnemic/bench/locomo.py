@@ -7,7 +7,10 @@ user per conversation. For each question of categories 1-4 we search and score:
   the first k items (an item stands behind the turns whose content it carries: its
   ``source.message_ids``);
 - the same within packed contexts of 500, 1,000 and 2,000 cl100k tokens (``@1000tok``);
-- mean context tokens at k = 10, search latency p50/p95, ingest throughput.
+- mean context tokens at k = 10, search latency p50/p95, ingest throughput;
+- the same figures by how many evidence turns a question has (1, 2, 3, 4+): recall_all of a
+  question with four evidence turns is far harder than of one with one, so two sets of
+  conversations compare only stratum by stratum (``evidence_turns`` in the JSON).
 
 A BM25-over-raw-turns baseline runs in the same command so every figure reads as a ratio:
 Okapi BM25 (k1 = 1.2, b = 0.75) over ``speaker: text`` of each turn, lowercased word tokens
@@ -121,12 +124,15 @@ class Scores:
 
     hits: dict[str, list[float]] = field(default_factory=dict)
     by_cat: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    by_evidence: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
-    def add(self, category: int, values: dict[str, float]) -> None:
+    def add(self, category: int, values: dict[str, float], evidence: int = 1) -> None:
         cat = self.by_cat.setdefault(CATEGORIES[category], {})
+        stratum = self.by_evidence.setdefault(evidence_stratum(evidence), {})
         for key, value in values.items():
             self.hits.setdefault(key, []).append(value)
             cat.setdefault(key, []).append(value)
+            stratum.setdefault(key, []).append(value)
 
     @staticmethod
     def _summary(values: dict[str, list[float]]) -> dict[str, float]:
@@ -141,6 +147,17 @@ class Scores:
             for name in CATEGORIES.values()
             if name in self.by_cat
         }
+
+    def evidence(self) -> dict[str, dict[str, float]]:
+        """Figures by evidence turns per question, with each stratum's question count."""
+        return {
+            name: {**self._summary(values), "questions": len(values["recall_all@10"])}
+            for name, values in sorted(self.by_evidence.items())
+        }
+
+
+def evidence_stratum(turns: int) -> str:
+    return str(turns) if turns < 4 else "4+"
 
 
 def score_ranking(
@@ -240,9 +257,12 @@ class RunResult:
     categories: dict[str, dict[str, float]]
     extra: dict[str, Any] = field(default_factory=dict)
     conversations: dict[str, dict[str, float]] = field(default_factory=dict)
+    evidence_turns: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = {"overall": {**self.overall, **self.extra}, "categories": self.categories}
+        if self.evidence_turns:
+            out["evidence_turns"] = self.evidence_turns
         if self.conversations:
             out["conversations"] = self.conversations
         return out
@@ -305,8 +325,8 @@ def evaluate(
             ranked = [h.item for h in hits]
             packed = {b: [h.item for h in pack(hits, b)] for b in BUDGETS}
             values = score_ranking(q, ranked, packed)
-            scores.add(q.category, values)
-            conv_scores.add(q.category, values)
+            scores.add(q.category, values, len(q.evidence))
+            conv_scores.add(q.category, values, len(q.evidence))
             if progress:
                 progress("search", 1)
     extra: dict[str, Any] = {
@@ -316,6 +336,7 @@ def evaluate(
     }
     result = RunResult(scores.overall(), scores.categories(), extra)
     result.conversations = {name: s.overall() for name, s in per_conv.items()}
+    result.evidence_turns = scores.evidence()
     return result
 
 
@@ -347,8 +368,8 @@ def run_bm25_baseline(conversations: Sequence[Conversation]) -> RunResult:
             hits = [SearchHit(item=i, score=0.0) for i in ranked]
             packed = {b: [h.item for h in pack(hits, b)] for b in BUDGETS}
             values = score_ranking(q, ranked, packed)
-            scores.add(q.category, values)
-            conv_scores.add(q.category, values)
+            scores.add(q.category, values, len(q.evidence))
+            conv_scores.add(q.category, values, len(q.evidence))
     extra = {
         "search_p50_ms": round(float(np.percentile(latencies, 50)), 2),
         "search_p95_ms": round(float(np.percentile(latencies, 95)), 2),
@@ -358,6 +379,7 @@ def run_bm25_baseline(conversations: Sequence[Conversation]) -> RunResult:
         scores.categories(),
         extra,
         conversations={name: c.overall() for name, c in per_conv.items()},
+        evidence_turns=scores.evidence(),
     )
 
 

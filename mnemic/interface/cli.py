@@ -915,6 +915,23 @@ def print_locomo(report: dict[str, Any]) -> None:
             )
         table.add_section()
     console.print(table)
+    strata = report.get("evidence_turns", {})
+    if strata:
+        by_evidence = Table(title="recall_all by evidence turns per question (mnemic / bm25)")
+        for column in ("evidence turns", "questions", "all@10", "all@1kt", "all@2kt"):
+            by_evidence.add_column(column, justify="right")
+        base = report["baseline_bm25"].get("evidence_turns", {})
+        for name, values in strata.items():
+            other = base.get(name, {})
+            by_evidence.add_row(
+                name,
+                str(values["questions"]),
+                *[
+                    f"{values[k]:.3f} / {other[k]:.3f}" if k in other else f"{values[k]:.3f}"
+                    for k in ("recall_all@10", "recall_all@1000tok", "recall_all@2000tok")
+                ],
+            )
+        console.print(by_evidence)
     o, b = report["overall"], report["baseline_bm25"]["overall"]
     console.print(
         f"recall_all@10 {o['recall_all@10']:.3f} vs bm25 {b['recall_all@10']:.3f} "

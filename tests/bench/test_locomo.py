@@ -87,6 +87,9 @@ def test_run_reports_every_figure_for_both_runs(tmp_path: Path, embedder) -> Non
         ):
             assert key in part["overall"], key
         assert set(part["categories"]) == {"multi-hop", "single-hop"}
+        # two questions with one evidence turn, one with two
+        strata = part["evidence_turns"]
+        assert {k: v["questions"] for k, v in strata.items()} == {"1": 2, "2": 1}
     assert report["overall"]["ingest_items_per_s"] > 0
     # five turns fit in ten items: everything is recalled at k = 10
     assert report["overall"]["recall_all@10"] == 1.0
@@ -100,6 +103,7 @@ def test_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "bm25" in result.output and "all@1kt" in result.output
+    assert "by evidence turns" in result.output
     assert json.loads(out.read_text())["config"]["tokenizer"] == "cl100k_base"
 
 
