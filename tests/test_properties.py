@@ -19,8 +19,32 @@ from mnemic.models import MemoryItem
 
 # texts mixing letters, FTS/SQL syntax, quotes, control characters, emoji, surrogates
 SYNTAX = st.sampled_from(
-    ['"', "'", "*", "NEAR(", ")", "AND", "OR", "NOT", "-", ":", "^", "{", "}", ";", "--",
-     "DROP TABLE items;", "%", "_", "\\", "\x00", "\ud800", "\x1b[31m", "🙂", "\u200b"]
+    [
+        '"',
+        "'",
+        "*",
+        "NEAR(",
+        ")",
+        "AND",
+        "OR",
+        "NOT",
+        "-",
+        ":",
+        "^",
+        "{",
+        "}",
+        ";",
+        "--",
+        "DROP TABLE items;",
+        "%",
+        "_",
+        "\\",
+        "\x00",
+        "\ud800",
+        "\x1b[31m",
+        "🙂",
+        "\u200b",
+    ]
 )
 TEXTS = st.lists(st.one_of(st.text(max_size=12), SYNTAX), max_size=8).map("".join)
 FAST = settings(

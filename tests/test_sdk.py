@@ -176,11 +176,11 @@ def test_a_cube_refuses_an_embedder_it_was_not_made_with(tmp_path, embedder) -> 
 @pytest.mark.parametrize(
     "content",
     [
-        b"[retrieval]\ncandidates = \"many\"\n",  # wrong type
+        b'[retrieval]\ncandidates = "many"\n',  # wrong type
         b"[retrieval]\ncandidates = -3\n",  # out of range
-        b"[store]\nbackend = \"oracle\"\n",  # unknown backend
+        b'[store]\nbackend = "oracle"\n',  # unknown backend
         b"[nonsense]\nx = 1\n",  # unknown section
-        b"[embedder]\nmodel = \"\xff\xfe\"\n",  # invalid UTF-8
+        b'[embedder]\nmodel = "\xff\xfe"\n',  # invalid UTF-8
         b"\x00\x01\x02",  # binary junk
         b"",  # empty file: defaults
     ],

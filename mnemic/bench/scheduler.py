@@ -151,7 +151,9 @@ def run(
                         search_ms.append((time.perf_counter() - t) * 1000)
                         for sched in scheds.values():
                             sched.record_results(
-                                [h.item for h in hits], user_id=user, cube_id=cube,
+                                [h.item for h in hits],
+                                user_id=user,
+                                cube_id=cube,
                                 session_id=thread,
                             )
                         if progress:

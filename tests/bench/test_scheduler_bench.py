@@ -47,8 +47,15 @@ def test_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "sched.json"
     result = CliRunner().invoke(
         app,
-        ["bench", "scheduler", str(write_conversation(tmp_path / "c")), "--sizes", "2,5",
-         "--json", str(out)],
+        [
+            "bench",
+            "scheduler",
+            str(write_conversation(tmp_path / "c")),
+            "--sizes",
+            "2,5",
+            "--json",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "prediction / recency" in result.output

@@ -84,9 +84,7 @@ def test_chat_with_llm_packs_memories_and_writes_both_turns(
 ) -> None:
     _facts(with_llm)
     peer.replies.append(Reply(content="Your cat is called Miso."))
-    reply = with_llm.chat(
-        "what is my cat called?", user_id="ana", session_id="s1", token_budget=40
-    )
+    reply = with_llm.chat("what is my cat called?", user_id="ana", session_id="s1", token_budget=40)
     assert reply.answer == "Your cat is called Miso." and reply.llm == "openai:test-model"
     assert count_tokens(reply.context) <= 40 and "Miso" in reply.context
     sent = peer.requests[-1]

@@ -42,8 +42,11 @@ def test_working_memory_is_bounded_lru_and_keeps_the_most_wanted() -> None:
 def test_working_memory_lookup_matches_content_words_and_touches() -> None:
     wm = WorkingMemory(5)
     wm.put(
-        [item(1, "Ana adopted a dog named Rex."), item(2, "The weather was nice."),
-         item(3, "Rex loves the park.")],
+        [
+            item(1, "Ana adopted a dog named Rex."),
+            item(2, "The weather was nice."),
+            item(3, "Rex loves the park."),
+        ],
         "preload",
     )
     found = wm.lookup("what is the name of Ana's dog?")
@@ -65,17 +68,23 @@ def test_prediction_preloads_what_the_scene_is_about(memory: Memory) -> None:
     # an old session about pottery, one about a car; the new scene talks pottery again
     memory.add(
         ["I signed up for a pottery class downtown.", "My first clay bowl cracked in the kiln."],
-        user_id="ana", session_id="old-1", timestamp=WHEN,
+        user_id="ana",
+        session_id="old-1",
+        timestamp=WHEN,
     )
     memory.add(
         ["The car needs new brakes.", "The mechanic said next Tuesday."],
-        user_id="ana", session_id="old-2", timestamp=WHEN,
+        user_id="ana",
+        session_id="old-2",
+        timestamp=WHEN,
     )
     cfg = SchedulerConfig(capacity=3, window=2, scene_turns=2)
     sched = Scheduler(memory.store, cfg)
     new = memory.add(
         ["Guess what, I glazed a clay vase in my pottery class!", "Nice, what colour?"],
-        user_id="ana", session_id="now", timestamp=WHEN,
+        user_id="ana",
+        session_id="now",
+        timestamp=WHEN,
     )
     vectors = memory.embedder.embed([i.text for i in new])
     loaded = sched.observe(new, vectors)
@@ -84,9 +93,7 @@ def test_prediction_preloads_what_the_scene_is_about(memory: Memory) -> None:
     assert any("pottery class downtown" in t or "kiln" in t for t in held)
     assert sched.stats.preloads == 1 and sched.stats.preloaded_items == 3
     # the predictor alone, on the same store
-    pred = NextScenePredictor(memory.store, cfg).predict(
-        "ana", "ana/default", new, vectors, k=3
-    )
+    pred = NextScenePredictor(memory.store, cfg).predict("ana", "ana/default", new, vectors, k=3)
     assert [p.item_id for p in pred] == loaded
 
 
@@ -109,7 +116,9 @@ def test_sdk_search_consults_and_refills_working_memory(tmp_path: Path, embedder
     with Memory(settings, embedder=embedder) as mem:  # type: ignore[arg-type]
         added = mem.add(
             ["My sister Lena lives in Porto.", "I am learning the cello."],
-            user_id="ana", session_id="chat", timestamp=WHEN,
+            user_id="ana",
+            session_id="chat",
+            timestamp=WHEN,
         )
         sched = mem.scheduler
         assert sched is not None

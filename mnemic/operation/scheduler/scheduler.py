@@ -135,9 +135,7 @@ class Scheduler:
         vecs = [v for _, v in scene if v is not None]
         vectors = np.stack(vecs) if vecs and len(vecs) == len(scene) else None
         user_id, cube_id, _ = key
-        predicted = self.predictor.predict(
-            user_id, cube_id, recent, vectors, self.config.capacity
-        )
+        predicted = self.predictor.predict(user_id, cube_id, recent, vectors, self.config.capacity)
         known = {item.id: item for item in recent}
         missing = [p.item_id for p in predicted if p.item_id not in known]
         known.update({i.id: i for i in self.store.get_items(user_id, cube_id, missing)})
