@@ -104,11 +104,11 @@ class RetrievalConfig(BaseModel):
     stages: list[str] = Field(
         default_factory=lambda: [
             "bm25",
+            "feedback",
             "dense",
             "topic",
             "time",
             "fusion",
-            "feedback",
             "speaker",
             "session",
         ]

@@ -125,12 +125,46 @@ def test_feedback_stage_reaches_turns_that_share_the_hits_words(memory: Memory) 
         user_id="u",
         session_id="s",
     )
-    recipe(memory, "bm25", "fusion", "feedback", feedback_docs=3, feedback_weight=1.0)
-    hits = memory.search("pottery", user_id="u", top_k=6)
-    texts = [h.item.text for h in hits]
-    # "clay" is shared by the pottery hits, so the glazing turn, which never says pottery, comes
-    assert "Glazing clay is messy." in texts
-    assert "feedback terms: clay" in hits[0].why
+    # after fusion it reads the best fused candidates; before, the bm25 list, and adds a list
+    for stages in (("bm25", "fusion", "feedback"), ("bm25", "feedback", "fusion")):
+        recipe(memory, *stages, feedback_docs=3, feedback_weight=1.0)
+        hits = memory.search("pottery", user_id="u", top_k=6)
+        texts = [h.item.text for h in hits]
+        # "clay" is shared by the pottery hits, so the glazing turn, which never says
+        # pottery, comes
+        assert "Glazing clay is messy." in texts, stages
+        assert "feedback terms: clay" in hits[0].why
+        assert "feedback_rank" in hits[texts.index("Glazing clay is messy.")].stages
+
+
+def test_search_embeds_the_query_and_its_nameless_variant_in_the_background(
+    memory: Memory,
+) -> None:
+    memory.add(
+        [
+            {"speaker": "Ana", "content": "I painted a lake at sunrise.", "id": "a"},
+            {"speaker": "Ben", "content": "Wow Ana, lovely colours!", "id": "b"},
+        ],
+        user_id="u",
+        session_id="s",
+        wait=True,
+    )
+    seen: list[str] = []
+    embed = memory.embedder.embed
+
+    def spy(texts):
+        seen.extend(texts)
+        return embed(texts)
+
+    memory.embedder.embed = spy  # type: ignore[method-assign]
+    try:
+        recipe(memory, "bm25", "feedback", "dense", "topic", "fusion")
+        hits = memory.search("What has Ana painted?", user_id="u", top_k=2)
+    finally:
+        memory.embedder.embed = embed  # type: ignore[method-assign]
+    # each text once: the stages waited for the background results instead of embedding again
+    assert sorted(seen) == ["What has Ana painted?", "What has painted?"]
+    assert {"dense", "dense@topic"} <= set(hits[0].stages)
 
 
 def test_relative_time_in_a_query_counts_back_from_now(memory: Memory) -> None:

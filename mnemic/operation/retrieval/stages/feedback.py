@@ -3,6 +3,11 @@ searched for too (RM3-style), and what they find joins the fusion at a lower wei
 
 It reaches turns that answer the question in other words than it was asked, e.g. the turn
 that names the activity after the turn that matched the question's words.
+
+Placed before ``fusion`` (the default), it reads the best hits of the ``bm25`` list and adds
+its own list, which fusion weighs at ``feedback_weight``: it then needs no query vector, and
+runs while the query is embedded in the background. Placed after ``fusion``, it reads the
+best fused candidates and adds to their scores.
 """
 
 from __future__ import annotations
@@ -28,14 +33,18 @@ class Feedback:
 
     def run(self, state: SearchState) -> None:
         cfg = self.config
-        top = state.ranked()[: cfg.feedback_docs]
+        fused = bool(state.candidates)
+        if fused:
+            top = [c.item_id for c in state.ranked()[: cfg.feedback_docs]]
+        else:
+            top = [s.item_id for s in state.lists.get("bm25", [])[: cfg.feedback_docs]]
         if len(top) < 2:
             return
-        items = state.items(c.item_id for c in top)
+        items = state.items(top)
         asked = set(state.analysis.words) | {s.lower() for s in state.analysis.speakers}
         counts: Counter[str] = Counter()
-        for cand in top:
-            item = items.get(cand.item_id)
+        for item_id in top:
+            item = items.get(item_id)
             if item is None:
                 continue
             counts.update(
@@ -53,8 +62,11 @@ class Feedback:
             state.flt,
             keys_weight=cfg.keys_weight,
         )
+        state.notes.append(f"feedback terms: {', '.join(terms)}")
+        if not fused:  # a recall list for fusion
+            state.lists[self.name] = found
+            return
         for rank, scored in enumerate(found, start=1):
             cand = state.candidates.setdefault(scored.item_id, Candidate(scored.item_id))
             cand.score += cfg.feedback_weight / (cfg.rrf_k + rank)
             cand.stages[f"{self.name}_rank"] = rank
-        state.notes.append(f"feedback terms: {', '.join(terms)}")

@@ -41,6 +41,7 @@ class RrfFusion:
             "bm25@time": cfg.fulltext_weight * cfg.time_weight,
             "dense@time": cfg.dense_weight * cfg.time_weight,
             "dense@topic": cfg.dense_weight * cfg.topic_weight,
+            "feedback": cfg.feedback_weight,
         }
         fused = fuse(state.lists, weights, self.config.rrf_k)
         for item_id, cand in fused.items():

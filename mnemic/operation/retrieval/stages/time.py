@@ -23,6 +23,9 @@ class TimeFocus:
     def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
         self.store, self.embedder, self.config = store, embedder, config
 
+    def embeds(self, state: SearchState) -> list[str]:
+        return [state.query] if state.analysis.time_range is not None else []
+
     def run(self, state: SearchState) -> None:
         span = state.analysis.time_range
         if span is None:

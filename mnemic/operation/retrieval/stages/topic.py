@@ -26,13 +26,19 @@ class TopicRecall:
     def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
         self.store, self.embedder, self.config = store, embedder, config
 
+    def embeds(self, state: SearchState) -> list[str]:
+        if not state.analysis.speakers or self.config.topic_weight <= 0:
+            return []
+        text = without_speakers(state.analysis)
+        return [text] if text else []
+
     def run(self, state: SearchState) -> None:
         if self.embedder is None or not state.analysis.speakers or self.config.topic_weight <= 0:
             return
         text = without_speakers(state.analysis)
-        if not text:
+        vector = state.embedding(self.embedder, text) if text else None
+        if vector is None:
             return
-        vector = self.embedder.embed([text])[0]
         state.lists["dense@topic"] = self.store.vector_search(
             state.user_id,
             state.cube_id,

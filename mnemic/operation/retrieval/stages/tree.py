@@ -27,6 +27,9 @@ class TreeDescent:
     def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
         self.store, self.embedder, self.config = store, embedder, config
 
+    def embeds(self, state: SearchState) -> list[str]:
+        return [state.query]
+
     def run(self, state: SearchState) -> None:
         cfg = self.config
         if cfg.tree_weight <= 0:
