@@ -35,13 +35,14 @@ _pool_lock = threading.Lock()
 
 
 def _embed_pool() -> ThreadPoolExecutor:
-    """Threads that embed a search's texts while its full-text stages run: the embedder
+    """Threads that embed searches' texts while their full-text stages run: the embedder
     (onnxruntime, torch, an HTTP API) and SQLite both release the GIL, so on two cores the
-    two overlap. Two threads: the query and its name-less variant."""
+    two overlap. A search embeds at most two texts (the query, its name-less variant); four
+    threads serve two searches at once, more for an embedder that waits on the network."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mnemic-embed")
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mnemic-embed")
         return _pool
 
 

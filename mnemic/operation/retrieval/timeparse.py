@@ -44,10 +44,7 @@ _PATTERNS = [
     ),
     (
         "months",
-        re.compile(
-            rf"\b{_MONTH0}{_TO}{_MONTH},?\s+{_YEAR}\b",
-            re.I,
-        ),
+        re.compile(rf"\b{_MONTH0}{_TO}{_MONTH},?\s+{_YEAR}\b", re.I),
     ),
     (
         "week",
@@ -162,14 +159,8 @@ def _part(start: datetime, end: datetime, part: str | None) -> tuple[datetime, d
 def _week(when: datetime, weekend: bool) -> tuple[datetime, datetime]:
     """The Monday-to-Sunday week of a day, or that week's Saturday and Sunday."""
     monday = when - timedelta(days=when.weekday())
-    return (
-        (monday + timedelta(days=5), monday + timedelta(days=7))
-        if weekend
-        else (
-            monday,
-            monday + timedelta(days=7),
-        )
-    )
+    start = monday + timedelta(days=5) if weekend else monday
+    return start, monday + timedelta(days=7)
 
 
 def _absolute(precision: str, m: re.Match[str]) -> tuple[datetime, datetime] | None:
