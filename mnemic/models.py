@@ -5,11 +5,28 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+M = TypeVar("M", bound=BaseModel)
+
 SCHEMA_VERSION = 1
+
+
+def rebuild(cls: type[M], values: dict[str, Any]) -> M:
+    """A model from stored values that were validated on their way in, without validating
+    them again: what ``model_construct`` does, minus its per-field defaults and aliases,
+    when ``values`` holds every field (a store's row); otherwise ``model_construct`` itself.
+    Search rebuilds a few hundred items a query, and this halves the cost."""
+    if values.keys() != cls.model_fields.keys() or cls.__pydantic_post_init__:
+        return cls.model_construct(**values)
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 def utcnow() -> datetime:

@@ -65,6 +65,7 @@ from mnemic.models import (
     MemoryStatus,
     Source,
     TopicNode,
+    rebuild,
     utcnow,
 )
 
@@ -432,8 +433,8 @@ def row_to_item(row: dict[str, Any]) -> MemoryItem:
     source = dict(data["source"])
     if source.get("offsets") is not None:
         source["offsets"] = tuple(source["offsets"])
-    data["source"] = Source.model_construct(**source)
-    return MemoryItem.model_construct(**data)
+    data["source"] = rebuild(Source, source)
+    return rebuild(MemoryItem, data)
 
 
 def _public(item: MemoryItem) -> str:
