@@ -120,7 +120,8 @@ def test_deleting_a_turn_deletes_what_was_extracted_from_it(memory: Memory) -> N
     (fact,) = memory.get_all(user_id="ana", filters={"tags": ["derived"]})
     memory.delete(turn.id, user_id="ana", purge=True)
     assert memory.get_all(user_id="ana") == []
-    assert "555" not in json.dumps(
+    # the number, not "555" alone: a random item id in the history may hold those digits
+    assert "555-0101" not in json.dumps(
         [h.model_dump(mode="json") for h in memory.history(fact.id, user_id="ana")]
     )
 
