@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from mnemic.operation.retrieval.timeparse import TimeRange, parse_time_range
 
@@ -18,6 +19,11 @@ class QueryAnalysis:
     words: tuple[str, ...]
     speakers: frozenset[str] = field(default_factory=frozenset)  # known speakers it names
     time_range: TimeRange | None = None  # the span its time expressions cover
+
+    @cached_property
+    def nameless(self) -> str:
+        """The query without the speakers it names (see without_speakers), once a search."""
+        return without_speakers(self)
 
 
 def analyze(

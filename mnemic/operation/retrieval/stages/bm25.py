@@ -13,7 +13,6 @@ from typing import ClassVar
 from mnemic.config import RetrievalConfig
 from mnemic.infra.embed.base import Embedder
 from mnemic.infra.store.base import Store
-from mnemic.operation.retrieval.query import without_speakers
 from mnemic.operation.retrieval.state import SearchState
 
 NO_EVIDENCE = 1e-5  # BM25 scores at or below this come only from zero-IDF terms
@@ -28,7 +27,7 @@ class Bm25Recall:
     def run(self, state: SearchState) -> None:
         query = state.query
         if not self.config.bm25_speaker_names and state.analysis.speakers:
-            query = without_speakers(state.analysis) or query
+            query = state.analysis.nameless or query
         found = self.store.fulltext_search(
             state.user_id,
             state.cube_id,

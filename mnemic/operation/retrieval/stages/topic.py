@@ -16,7 +16,6 @@ from typing import ClassVar
 from mnemic.config import RetrievalConfig
 from mnemic.infra.embed.base import Embedder
 from mnemic.infra.store.base import Store
-from mnemic.operation.retrieval.query import without_speakers
 from mnemic.operation.retrieval.state import SearchState
 
 
@@ -26,16 +25,17 @@ class TopicRecall:
     def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
         self.store, self.embedder, self.config = store, embedder, config
 
+    def _text(self, state: SearchState) -> str:
+        """The name-less query, if the query names speakers and the stage counts."""
+        named = state.analysis.speakers and self.config.topic_weight > 0
+        return state.analysis.nameless if named else ""
+
     def embeds(self, state: SearchState) -> list[str]:
-        if not state.analysis.speakers or self.config.topic_weight <= 0:
-            return []
-        text = without_speakers(state.analysis)
+        text = self._text(state)
         return [text] if text else []
 
     def run(self, state: SearchState) -> None:
-        if self.embedder is None or not state.analysis.speakers or self.config.topic_weight <= 0:
-            return
-        text = without_speakers(state.analysis)
+        text = self._text(state)
         vector = state.embedding(self.embedder, text) if text else None
         if vector is None:
             return
