@@ -87,6 +87,15 @@ def test_session_stage_favours_the_session_that_matches_as_a_whole(memory: Memor
     assert by_session["travel"] > by_session["misc"]
 
 
+def test_session_stage_leaves_candidates_alone_when_none_scored(memory: Memory) -> None:
+    memory.add(["We planned the trip to Japan.", "Cherry blossoms!"], user_id="u", session_id="t")
+    # every list that found something is weighted 0: candidates all score 0 (once a
+    # ZeroDivisionError in session)
+    recipe(memory, "bm25", "dense", "fusion", "session", dense_weight=0.0, fulltext_weight=0.0)
+    hits = memory.search("trip", user_id="u", top_k=2)
+    assert hits and all(h.score == 0 and "session" not in h.stages for h in hits)
+
+
 def test_unknown_stage_is_a_config_error(memory: Memory) -> None:
     import pytest
 

@@ -31,9 +31,9 @@ class SessionFocus:
             session = facets.get(cand.item_id, (None, None))[1]
             if session is not None:
                 totals[session] += cand.score
-        if not totals:
+        best = max(totals.values(), default=0.0)
+        if best <= 0:  # nothing scored (e.g. every list that matched is weighted 0)
             return
-        best = max(totals.values())
         for cand in state.candidates.values():
             session = facets.get(cand.item_id, (None, None))[1]
             if session is None:
