@@ -313,8 +313,6 @@ def test_large_tables_score_bm25_as_fts5_does(
             monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", prune_from)
             return [(h.item_id, h.score) for h in s.fulltext_search("ana", "ana/default", query, k)]
 
-        s.fulltext_search("ana", "ana/default", "tea", 3)
-        assert not s._fts_helpers  # a small store searches as it always did
         for query in ["tea", "lemon garden", "runs dogs", "x_y boat", "sun river cello tea"]:
             for k in (3, 40):
                 scanned, ranked = search(query, k, 10), search(query, k, 10**9)
@@ -326,7 +324,7 @@ def test_large_tables_score_bm25_as_fts5_does(
         monkeypatch.setattr(sqlite_store, "FTS_PRUNE_ROWS", 10)
 
         def counted() -> list[int]:
-            found = s._counts("items_fts", ["tea"], lambda: s._stems(["tea"]))
+            found = s._counts("items_fts", ["tea"], s._stems(["tea"]))
             assert found is not None
             return found[2]
 
@@ -340,6 +338,78 @@ def test_large_tables_score_bm25_as_fts5_does(
     with sqlite3.connect(path) as db:
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     assert not [n for n in names if n.startswith("mnemic_")]
+
+
+def test_small_tables_score_bm25_from_kept_posting_lists_as_fts5_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under FTS_PRUNE_ROWS rows the SQLite store ranks from posting lists it keeps until
+    the next commit (fts5_postings): the same rows and scores as FTS5's bm25(), with
+    filters, other scopes, phrases, and after writes through this and another connection."""
+    from mnemic.infra.store import sqlite as sqlite_store
+    from mnemic.infra.store.fts5_postings import SmallTablePostings
+
+    rng = np.random.default_rng(5)
+    vocab = ["tea", "lemon", "garden", "river", "boat", "cello", "running", "dog", "sun", "x-y"]
+    path = tmp_path / "s.db"
+    s = sqlite_store.SQLiteStore(path, dim=DIM)
+    other = sqlite_store.SQLiteStore(path, dim=DIM)  # another connection (process) writing
+    try:
+        items = []
+        for n in range(60):
+            text = " ".join(rng.choice(vocab, size=int(rng.integers(1, 12)))) + f" n{n}"
+            keys = " ".join(rng.choice(vocab, size=int(rng.integers(0, 6)))) or None
+            status = MemoryStatus.DELETED if n % 7 == 0 else MemoryStatus.ACTIVE
+            kind = MemoryKind.FACT if n % 3 == 0 else MemoryKind.RAW_TURN
+            items.append(item(text=text, index_text=keys, status=status, kind=kind))
+        add(s, items)
+        add(s, [item(user="bo", cube="bo/default", text="tea lemon dog garden")])
+        fts5_rank = SmallTablePostings.rank
+
+        def both(query: str, k: int, flt: ItemFilter) -> tuple[list, list]:
+            kept = [
+                (h.item_id, h.score) for h in s.fulltext_search("ana", "ana/default", query, k, flt)
+            ]
+            monkeypatch.setattr(SmallTablePostings, "rank", lambda *a, **kw: None)
+            ranked = [
+                (h.item_id, h.score) for h in s.fulltext_search("ana", "ana/default", query, k, flt)
+            ]
+            monkeypatch.setattr(SmallTablePostings, "rank", fts5_rank)
+            return kept, ranked
+
+        def check() -> None:
+            filters = [ItemFilter(), ItemFilter.any_status(), ItemFilter(kinds=(MemoryKind.FACT,))]
+            for query in ["tea", "lemon garden garden", "runs dogs", "x-y boat", "sun river cello"]:
+                for flt in filters:
+                    for k in (3, 40):
+                        kept, ranked = both(query, k, flt)
+                        assert dict(kept) == pytest.approx(dict(ranked), rel=1e-9), query
+                        assert len(kept) == len(ranked) and len(kept) <= k
+                        # the same order, but for ties, which FTS5 breaks its own way
+                        assert sorted(round(x, 9) for _, x in kept) == sorted(
+                            round(x, 9) for _, x in ranked
+                        )
+            assert all(i in {x.id for x in items} for i, _ in both("tea", 99, filters[1])[0])
+
+        check()
+        assert s._postings["items_fts"]._shares  # the kept lists served those searches
+        add(s, [item(text="lemon lemon cello")])  # a commit here: the lists start over
+        check()
+        assert s.fulltext_search("ana", "ana/default", "cello lemon", 1)[0].item_id
+        newer = item(text="a boat on the river with a cello")
+        add(other, [newer])  # a commit through another connection
+        assert newer.id in {h.item_id for h in s.fulltext_search("ana", "ana/default", "cello", 99)}
+        check()
+        other.update_item(
+            newer.model_copy(update={"status": MemoryStatus.DELETED}), None, actor="t"
+        )
+        assert newer.id not in {
+            h.item_id for h in s.fulltext_search("ana", "ana/default", "cello", 99)
+        }
+        check()
+    finally:
+        s.close()
+        other.close()
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

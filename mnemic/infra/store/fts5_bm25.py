@@ -55,8 +55,18 @@ def averages(db: sqlite3.Connection, table: str) -> tuple[int, float] | None:
     if row is None:
         return None
     counts = varints(row[0])
+    if not counts:  # an empty block: a table that never held a row
+        return None
     rows, tokens = counts[0], sum(counts[1:])
     return (rows, tokens / rows) if rows else None
+
+
+def sum_by_row(ids: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct row ids and the sum of their values over every (ids, values) pair."""
+    if not ids:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    rows, where = np.unique(np.concatenate(ids), return_inverse=True)
+    return rows, np.bincount(where, weights=np.concatenate(values), minlength=len(rows))
 
 
 def idf(rows: int, df: int) -> float:

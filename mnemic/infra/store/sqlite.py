@@ -36,6 +36,7 @@ from mnemic.infra.store.base import (
     split_terms,
     tree_changed,
 )
+from mnemic.infra.store.fts5_postings import SmallTablePostings
 from mnemic.infra.store.vector_index import VectorIndex
 from mnemic.infra.text import STOPWORDS
 from mnemic.models import (
@@ -208,6 +209,8 @@ FILTERED_ANN_MAX = 1_024
 # fts5_bm25) instead of ranked by FTS5's bm25(), which walks every query word's posting list
 # on each call: below this size that one query costs less than counting the words first.
 FTS_PRUNE_ROWS = 10_000
+SCOPES_KEPT = 64  # small scopes whose rows' ids and statuses are kept for full-text search
+STEMS_KEPT = 100_000  # words whose FTS5 tokens are remembered (the tokenizer never changes)
 
 
 def ts(value: datetime | None) -> str | None:
@@ -241,14 +244,6 @@ def fts_query(text: str) -> str | None:
 
 def _or_query(words: Sequence[str]) -> str | None:
     return " OR ".join(f'"{w}"' for w in words) if words else None
-
-
-def _sum_by_row(ids: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct row ids and the sum of their values over every (ids, values) pair."""
-    if not ids:
-        return np.empty(0, dtype=np.int64), np.empty(0)
-    rows, where = np.unique(np.concatenate(ids), return_inverse=True)
-    return rows, np.bincount(where, weights=np.concatenate(values), minlength=len(rows))
 
 
 def item_to_row(item: MemoryItem) -> dict[str, Any]:
@@ -333,6 +328,12 @@ class SQLiteStore:
         self._writes = 0  # commits through this connection (others show in data_version)
         self._speakers: dict[str, tuple[tuple[int, int], list[str]]] = {}
         self._fts_helpers = False  # temp tables that tell the stems and counts of words
+        self._stem_of: dict[str, list[str]] = {}  # word -> FTS5's tokens of it (fixed)
+        self._scope_items: dict[str, tuple[tuple[int, int], dict[int, tuple[str, str]]]] = {}
+        self._postings = {  # small tables' posting lists, until the next commit
+            "items_fts": SmallTablePostings("items_fts", "body"),
+            "keys_fts": SmallTablePostings("keys_fts", "keys"),
+        }
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit that returned survives power loss, not only a process crash
@@ -1143,23 +1144,104 @@ class SQLiteStore:
             if self._closed:
                 raise StoreError(f"the store {self.path} is closed")
             tables = [(t, w) for t, w in (("items_fts", 1.0), ("keys_fts", keys_weight)) if w > 0]
-            # stems are needed only for large tables: small stores never touch the helpers
-            stems = functools.cache(functools.partial(self._stems, words))
+            # both before the snapshot below: stems write a temporary table in a transaction
+            # of their own, and a generation read first is at worst older than what is read
+            # (the cache of posting lists then starts over once more, never serves old rows)
+            tokens_of = self._stems(words)
+            generation = self._generation()
             floor = functools.cache(functools.partial(self._window_floor, user_id, cube_id))
-            for table, weight in tables:
-                counts = self._counts(table, words, stems)
-                if counts is None:  # a small table: FTS5 ranks every match itself
-                    found = self._bm25_fts5(
-                        table, scope, words, user_id, cube_id, where, params, 2 * k
-                    )
-                else:
-                    found = self._bm25_scan(
-                        table, scope, words, counts, user_id, cube_id, where, params, 2 * k, floor
-                    )
-                for item_id, score in found.items():
-                    scores[item_id] = scores.get(item_id, 0.0) + weight * score
+            # one snapshot for every read, so that counts, lengths and rows agree while
+            # other processes commit
+            self._db.execute("BEGIN")
+            try:
+                for table, weight in tables:
+                    counts = self._counts(table, words, tokens_of)
+                    if counts is None:  # a small table
+                        found = self._bm25_small(
+                            table,
+                            scope,
+                            words,
+                            tokens_of,
+                            generation,
+                            user_id,
+                            cube_id,
+                            flt,
+                            2 * k,
+                        )
+                    else:
+                        found = self._bm25_scan(
+                            table,
+                            scope,
+                            words,
+                            counts,
+                            user_id,
+                            cube_id,
+                            where,
+                            params,
+                            2 * k,
+                            floor,
+                        )
+                    for item_id, score in found.items():
+                        scores[item_id] = scores.get(item_id, 0.0) + weight * score
+            finally:
+                self._db.execute("ROLLBACK")
         best = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:k]
         return [Scored(item_id, score) for item_id, score in best]
+
+    def _bm25_small(
+        self,
+        table: str,
+        scope: str,
+        words: list[str],
+        tokens_of: list[list[str]] | None,
+        generation: tuple[int, int],
+        user_id: str,
+        cube_id: str,
+        flt: ItemFilter,
+        limit: int,
+    ) -> dict[str, float]:
+        """BM25 over a small table from posting lists kept in memory until the next commit
+        (fts5_postings); FTS5's bm25() when they cannot tell (no fts5vocab, a phrase)."""
+        where, params = _where(flt)
+        stats = fts5_bm25.averages(self._db, table)
+        ranked = None
+        if stats is not None and tokens_of is not None:
+            ranked = self._postings[table].rank(self._db, generation, scope, tokens_of, stats)
+        if ranked is None:
+            return self._bm25_fts5(table, scope, words, user_id, cube_id, where, params, limit)
+        if flt != ItemFilter(statuses=flt.statuses):  # more than statuses: the SQL decides
+            return self._best_passing(*ranked, user_id, cube_id, where, params, limit)
+        # statuses only (the default, active items): from the scope's rows, kept in memory
+        # like the posting lists (the table is small, and so is the scope)
+        status_of = self._scope_rows(scope, user_id, cube_id, generation)
+        wanted = {MemoryStatus(x).value for x in flt.statuses}
+        out: dict[str, float] = {}
+        for rowid, score in zip(ranked[0].tolist(), ranked[1].tolist(), strict=True):
+            row = status_of.get(rowid)
+            if row is not None and (not wanted or row[1] in wanted):
+                out[row[0]] = score
+                if len(out) >= limit:
+                    break
+        return out
+
+    def _scope_rows(
+        self, scope: str, user_id: str, cube_id: str, generation: tuple[int, int]
+    ) -> dict[int, tuple[str, str]]:
+        """rowid -> (id, status) of a small scope's items, until the next commit."""
+        cached = self._scope_items.get(scope)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        rows = {
+            r[0]: (r[1], r[2])
+            for r in self._db.execute(
+                "SELECT rowid, id, status FROM items WHERE user_id = ? AND cube_id = ?",
+                (user_id, cube_id),
+            )
+        }
+        if len(self._scope_items) >= SCOPES_KEPT:
+            self._scope_items.clear()
+        self._scope_items[scope] = (generation, rows)
+        return rows
 
     def _bm25_fts5(
         self,
@@ -1222,7 +1304,7 @@ class SQLiteStore:
                 ids.append(pairs[:, 0].astype(np.int64))
                 shares.append(-pairs[:, 1])
         if broad:
-            narrow_ids, narrow_scores = _sum_by_row(ids, shares)
+            narrow_ids, narrow_scores = fts5_bm25.sum_by_row(ids, shares)
             # older rows found by a narrow word get their broad words' share too: the best
             # of them (a broad word adds at most 2.2 times its small IDF)
             old = narrow_ids <= edge
@@ -1238,16 +1320,32 @@ class SQLiteStore:
                     rows += fts5_bm25.matching_rows(self._db, table, f'"{words[i]}"', rowids=older)
                 found_ids.append(np.array(rows, dtype=np.int64))
                 found_weights.append(np.full(len(rows), weight))
-            rows_b, weight_b = _sum_by_row(found_ids, found_weights)
+            rows_b, weight_b = fts5_bm25.sum_by_row(found_ids, found_weights)
             if len(rows_b):
                 lengths = fts5_bm25.row_lengths(self._db, table, rows_b)
                 ids.append(rows_b)
                 shares.append(fts5_bm25.term_score(weight_b, 1, lengths, avgdl))
-        rowids, sums = _sum_by_row(ids, shares)
+        rowids, sums = fts5_bm25.sum_by_row(ids, shares)
         order = np.argsort(-sums, kind="stable")
-        ranked, scores = rowids[order].tolist(), sums[order].tolist()
+        return self._best_passing(
+            rowids[order], sums[order], user_id, cube_id, where, params, limit
+        )
+
+    def _best_passing(
+        self,
+        rowids: np.ndarray,
+        scores: np.ndarray,
+        user_id: str,
+        cube_id: str,
+        where: str,
+        params: list[Any],
+        limit: int,
+    ) -> dict[str, float]:
+        """id -> score of the first ``limit`` rows, in the given (rank) order, that are in
+        the scope and pass the filter."""
+        ranked, score_of = rowids.tolist(), scores.tolist()
         out: dict[str, float] = {}
-        for start in range(0, len(ranked), 500):  # the scope and filter, in rank order
+        for start in range(0, len(ranked), 500):
             chunk = ranked[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
             passed = dict(
@@ -1259,7 +1357,7 @@ class SQLiteStore:
             )
             for n, rowid in enumerate(chunk, start):
                 if rowid in passed:
-                    out[passed[rowid]] = scores[n]
+                    out[passed[rowid]] = score_of[n]
                     if len(out) >= limit:
                         return out
         return out
@@ -1291,23 +1389,35 @@ class SQLiteStore:
                     "USING fts5vocab(main, items_fts, 'row')",
                     "CREATE VIRTUAL TABLE IF NOT EXISTS temp.mnemic_keys_fts_v "
                     "USING fts5vocab(main, keys_fts, 'row')",
+                    # posting lists of small tables (fts5_postings)
+                    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.mnemic_items_fts_i "
+                    "USING fts5vocab(main, items_fts, 'instance')",
+                    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.mnemic_keys_fts_i "
+                    "USING fts5vocab(main, keys_fts, 'instance')",
                 ):
                     self._db.execute(sql)
                 self._fts_helpers = True
-            out: list[list[str]] = [[] for _ in words]
-            # written and rolled back in one transaction: only the temporary table is touched
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT INTO temp.mnemic_words(rowid, w) VALUES (?, ?)", enumerate(words)
-                )
-                for r in self._db.execute(
-                    "SELECT doc, term FROM temp.mnemic_words_v ORDER BY doc, offset"
-                ):
-                    out[r[0]].append(r[1])
-            finally:
-                self._db.execute("ROLLBACK")
-            return out
+            known = self._stem_of
+            new = [w for w in dict.fromkeys(words) if w not in known]
+            if new:
+                if len(known) + len(new) > STEMS_KEPT:
+                    known.clear()
+                out: list[list[str]] = [[] for _ in new]
+                # written and rolled back in one transaction: only the temporary table is
+                # touched
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany(
+                        "INSERT INTO temp.mnemic_words(rowid, w) VALUES (?, ?)", enumerate(new)
+                    )
+                    for r in self._db.execute(
+                        "SELECT doc, term FROM temp.mnemic_words_v ORDER BY doc, offset"
+                    ):
+                        out[r[0]].append(r[1])
+                finally:
+                    self._db.execute("ROLLBACK")
+                known.update(zip(new, out, strict=True))
+            return [known[w] for w in words]
         except sqlite3.Error:
             return None  # no fts5vocab: every term is searched at once, as before
 
@@ -1315,7 +1425,7 @@ class SQLiteStore:
         self,
         table: str,
         words: Sequence[str],
-        stems: Callable[[], list[list[str]] | None],
+        tokens_of: list[list[str]] | None,
     ) -> tuple[int, float, list[int]] | None:
         """The table's row count, average row length and each word's row count (FTS5's own
         statistics, table-wide, as its bm25() uses them); None for a table under
@@ -1329,7 +1439,6 @@ class SQLiteStore:
             if stats is None or stats[0] < FTS_PRUNE_ROWS:
                 return None
             total, avgdl = stats
-            tokens_of = stems()
             if tokens_of is None:
                 return None
             counts: list[int] = []
