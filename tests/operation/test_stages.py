@@ -176,6 +176,36 @@ def test_search_embeds_the_query_and_its_nameless_variant_in_the_background(
     assert {"dense", "dense@topic"} <= set(hits[0].stages)
 
 
+def test_dense_search_runs_in_the_background_after_the_embedding(memory: Memory) -> None:
+    import pytest
+
+    from mnemic.infra.store.base import ItemFilter
+
+    texts = ["I painted a lake at sunrise.", "We sold the boat.", "Tea with lemon."]
+    memory.add(texts, user_id="u", session_id="a")
+    memory.add("A painted fence.", user_id="u", session_id="b", wait=True)
+    cube = memory.search("x", user_id="u", top_k=1)[0].item.cube_id
+    recipe(memory, "dense", "fusion")
+    flt = ItemFilter(session_id="a")
+    vector = memory.embedder.embed(["painted"])[0]
+    direct = memory.store.vector_search("u", cube, vector, 50, flt)
+    hits = memory.retriever.search("painted", user_id="u", cube_id=cube, top_k=3, flt=flt)
+    # the background search is the store's, under the search's filter
+    assert [h.item.id for h in hits] == [s.item_id for s in direct][:3]
+    assert len(hits) == 3 and all(h.item.session_id == "a" for h in hits)
+
+    def broken(texts):
+        raise RuntimeError("embedder down")
+
+    embed = memory.embedder.embed
+    memory.embedder.embed = broken  # type: ignore[method-assign]
+    try:  # an error in the background reaches the caller
+        with pytest.raises(RuntimeError, match="embedder down"):
+            memory.retriever.search("painted", user_id="u", cube_id=cube, top_k=3, flt=flt)
+    finally:
+        memory.embedder.embed = embed  # type: ignore[method-assign]
+
+
 def test_relative_time_in_a_query_counts_back_from_now(memory: Memory) -> None:
     memory.add("We went hiking by the lake.", user_id="u", session_id="a", timestamp="2022-05-10")
     memory.add("We went hiking in the hills.", user_id="u", session_id="b", timestamp="2023-05-10")

@@ -43,6 +43,9 @@ class SearchState:
     # embeddings by text: started before the stages run (see Retriever.search), or computed
     # by the first stage that asks
     embeddings: dict[str, Future[np.ndarray] | np.ndarray] = field(default_factory=dict)
+    # nearest items to a text's embedding by (text, k), under ``flt``: searched in the
+    # background right after the embedding, for stages that say so (see Nearest)
+    nearest_hits: dict[tuple[str, int], Future[list[Scored]]] = field(default_factory=dict)
 
     def embedding(self, embedder: Embedder | None, text: str) -> np.ndarray | None:
         """The embedding of ``text`` (the query, or a variant of it), once per search; a
@@ -59,6 +62,23 @@ class SearchState:
             self.timings_ms.get("embed wait", 0.0) + (time.perf_counter() - t) * 1000
         )
         return vector
+
+    def nearest(self, embedder: Embedder | None, text: str, k: int) -> list[Scored] | None:
+        """The ``k`` items nearest to ``text``'s embedding that pass ``flt`` (None without an
+        embedder): searched in the background if a stage asked for it before the stages
+        ran, else now."""
+        pending = self.nearest_hits.get((text, k))
+        if pending is not None:
+            t = time.perf_counter()
+            found = pending.result()
+            self.timings_ms["embed wait"] = (
+                self.timings_ms.get("embed wait", 0.0) + (time.perf_counter() - t) * 1000
+            )
+            return found
+        vector = self.embedding(embedder, text)
+        if vector is None:
+            return None
+        return self.store.vector_search(self.user_id, self.cube_id, vector, k, self.flt)
 
     def query_vector(self, embedder: Embedder | None) -> np.ndarray | None:
         """The query's embedding, computed once per search by whichever stage needs it."""
@@ -102,3 +122,12 @@ class Embeds(Protocol):
     stages run, so the retriever computes them in the background while full text runs."""
 
     def embeds(self, state: SearchState) -> list[str]: ...
+
+
+@runtime_checkable
+class Nearest(Protocol):
+    """A stage that searches the nearest items to an embedded text under the search's
+    filter says which (text, k) before the stages run: the search follows the embedding in
+    the background, and ``state.nearest`` hands its result over."""
+
+    def nearest(self, state: SearchState) -> list[tuple[str, int]]: ...

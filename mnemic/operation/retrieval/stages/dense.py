@@ -16,17 +16,10 @@ class DenseRecall:
     def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
         self.store, self.embedder, self.config = store, embedder, config
 
-    def embeds(self, state: SearchState) -> list[str]:
-        return [state.query]
+    def nearest(self, state: SearchState) -> list[tuple[str, int]]:
+        return [(state.query, max(self.config.candidates, state.top_k))]
 
     def run(self, state: SearchState) -> None:
-        vector = state.query_vector(self.embedder)
-        if vector is None:
-            return
-        state.lists[self.name] = self.store.vector_search(
-            state.user_id,
-            state.cube_id,
-            vector,
-            max(self.config.candidates, state.top_k),
-            state.flt,
-        )
+        found = state.nearest(self.embedder, *self.nearest(state)[0])
+        if found is not None:
+            state.lists[self.name] = found

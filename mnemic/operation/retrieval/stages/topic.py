@@ -30,20 +30,14 @@ class TopicRecall:
         named = state.analysis.speakers and self.config.topic_weight > 0
         return state.analysis.nameless if named else ""
 
-    def embeds(self, state: SearchState) -> list[str]:
+    def nearest(self, state: SearchState) -> list[tuple[str, int]]:
         text = self._text(state)
-        return [text] if text else []
+        return [(text, max(self.config.candidates, state.top_k))] if text else []
 
     def run(self, state: SearchState) -> None:
-        text = self._text(state)
-        vector = state.embedding(self.embedder, text) if text else None
-        if vector is None:
+        wanted = self.nearest(state)
+        found = state.nearest(self.embedder, *wanted[0]) if wanted else None
+        if found is None:
             return
-        state.lists["dense@topic"] = self.store.vector_search(
-            state.user_id,
-            state.cube_id,
-            vector,
-            max(self.config.candidates, state.top_k),
-            state.flt,
-        )
-        state.notes.append(f"topic without the names: {text!r}")
+        state.lists["dense@topic"] = found
+        state.notes.append(f"topic without the names: {wanted[0][0]!r}")
