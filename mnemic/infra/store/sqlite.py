@@ -1166,6 +1166,8 @@ class SQLiteStore:
                             user_id,
                             cube_id,
                             flt,
+                            where,
+                            params,
                             2 * k,
                         )
                     else:
@@ -1198,11 +1200,13 @@ class SQLiteStore:
         user_id: str,
         cube_id: str,
         flt: ItemFilter,
+        where: str,
+        params: list[Any],
         limit: int,
     ) -> dict[str, float]:
         """BM25 over a small table from posting lists kept in memory until the next commit
-        (fts5_postings); FTS5's bm25() when they cannot tell (no fts5vocab, a phrase)."""
-        where, params = _where(flt)
+        (fts5_postings); FTS5's bm25() when they cannot tell (no fts5vocab, a phrase).
+        ``where`` and ``params`` are ``flt`` in SQL."""
         stats = fts5_bm25.averages(self._db, table)
         ranked = None
         if stats is not None and tokens_of is not None:
