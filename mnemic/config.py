@@ -173,6 +173,10 @@ class ReaderConfig(BaseModel):
     backend: Literal["deterministic", "llm"] = "deterministic"
     # each raw turn is indexed with this many preceding turns of its session as context
     context_turns: int = Field(default=2, ge=0, le=10)
+    # ... and this many following turns of the same add (a thing introduced in one turn is
+    # often named in the next: "I adopted another pup" / "What's his name?" / "Scout");
+    # LoCoMo dev four at 1,000 tokens: 0 -> 0.826, 2 -> 0.828, held-out two 0.744 -> 0.761
+    context_after: int = Field(default=2, ge=0, le=10)
     # index each turn with the day it was said and the absolute dates its time expressions
     # mean ("yesterday: 7 May 2023"); off only to measure what it is worth
     date_keys: bool = True

@@ -142,7 +142,9 @@ class Memory:
         self._embedder_lock = threading.Lock()
         self.store: Store = store if store is not None else self._open_store()
         self.reader = DeterministicReader(
-            context_turns=settings.reader.context_turns, date_keys=settings.reader.date_keys
+            context_turns=settings.reader.context_turns,
+            context_after=settings.reader.context_after,
+            date_keys=settings.reader.date_keys,
         )
         self._retriever: Retriever | None = None
         self._scheduler: Scheduler | None = None

@@ -81,3 +81,26 @@ def test_entities_are_names_not_sentence_openers_or_calendar_words() -> None:
     assert entities("I met Maria in March, on a Monday.") == ["Maria"]
     assert entities("We flew to New York with Marco.") == ["New York", "Marco"]
     assert entities("Maria is here.") == []  # one capitalised opener: cannot tell
+
+
+def test_following_turns_of_the_same_add_are_in_the_keys() -> None:
+    messages = normalize_messages(
+        [
+            {"speaker": "Ana", "content": "I adopted another pup last month.", "id": "D1:1"},
+            {"speaker": "Ben", "content": "What's his name?", "id": "D1:2"},
+            {"speaker": "Ana", "content": "Scout! He loves the beach.", "id": "D1:3"},
+        ],
+        1000,
+    )
+    read = DeterministicReader(context_turns=0, context_after=2, date_keys=False).read(
+        messages, user_id="u", cube_id="c", session_id="s", agent_id=None, timestamp=None
+    )
+    # the adoption is found by the name given two turns later; the last turn has none after it
+    assert read[0].index_text == (
+        "Ana: I adopted another pup last month.\nBen: What's his name?\n"
+        "Ana: Scout! He loves the beach."
+    )
+    assert read[1].index_text == "Ben: What's his name?\nAna: Scout! He loves the beach."
+    assert read[2].index_text == "Ana: Scout! He loves the beach."
+    # the vector still sees only the turn's own words
+    assert embed_text(read[0]) == "Ana: I adopted another pup last month."

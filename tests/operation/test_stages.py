@@ -328,8 +328,13 @@ def test_bm25_leaves_out_the_names_of_the_speakers_a_query_names(memory: Memory)
                 {"speaker": "Ben", "content": f"The weather report {n} says rain.", "id": f"w{n}"}
                 for n in range(6)
             ],
-            {"speaker": "Ana", "content": "I planted roses by the fence.", "id": "a"},
         ],
+        user_id="u",
+        session_id="s1",
+    )
+    # a separate add, so no weather turn has the roses among its following turns
+    memory.add(
+        [{"speaker": "Ana", "content": "I planted roses by the fence.", "id": "a"}],
         user_id="u",
         session_id="s1",
     )

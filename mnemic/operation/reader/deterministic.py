@@ -2,7 +2,9 @@
 
 Each item keeps its speaker, its time (the message's, else the session's) and provenance (the
 message id), and is indexed with a few preceding turns of the same batch as context, because
-an answer often only makes sense next to the question it answers.
+an answer often only makes sense next to the question it answers, and with a few following
+ones, because what a turn introduces is often named only in the reply ("another pup" /
+"What's his name?" / "Scout").
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from mnemic.operation.reader.messages import Message
 
 
 class DeterministicReader:
-    def __init__(self, context_turns: int = 1, *, date_keys: bool = True) -> None:
+    def __init__(
+        self, context_turns: int = 1, *, context_after: int = 0, date_keys: bool = True
+    ) -> None:
         self.context_turns = context_turns
+        self.context_after = context_after
         self.date_keys = date_keys
 
     def read(
@@ -33,6 +38,7 @@ class DeterministicReader:
         items: list[MemoryItem] = []
         for n, message in enumerate(messages):
             context = messages[max(0, n - self.context_turns) : n]
+            after = messages[n + 1 : n + 1 + self.context_after]
             when = message.timestamp or timestamp
             items.append(
                 MemoryItem(
@@ -41,7 +47,9 @@ class DeterministicReader:
                     session_id=session_id,
                     agent_id=agent_id,
                     text=message.text,
-                    index_text=index_text(message, context, when if self.date_keys else None),
+                    index_text=index_text(
+                        message, context, when if self.date_keys else None, after
+                    ),
                     kind=MemoryKind.RAW_TURN if message.speaker else MemoryKind.FACT,
                     speaker=message.speaker,
                     valid_from=when,
@@ -55,10 +63,16 @@ class DeterministicReader:
         return items
 
 
-def index_text(message: Message, context: list[Message], when: datetime | None = None) -> str:
-    """The searchable key of a turn: who said it, the turns it follows, and the day it was
-    said with the absolute dates its time expressions mean ("yesterday: 7 May 2023")."""
-    lines = [_line(m) for m in [*context, message]]
+def index_text(
+    message: Message,
+    context: list[Message],
+    when: datetime | None = None,
+    after: list[Message] | None = None,
+) -> str:
+    """The searchable key of a turn: who said it, the turns it follows (and those that follow
+    it, if given), and the day it was said with the absolute dates its time expressions mean
+    ("yesterday: 7 May 2023")."""
+    lines = [_line(m) for m in [*context, message, *(after or [])]]
     dated = date_keys(message.text, when)
     return "\n".join([*lines, dated] if dated else lines)
 
