@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from mnemic.models import (
 from mnemic.operation.jobs import JobQueue
 from mnemic.operation.reader.deterministic import DeterministicReader, embed_text
 from mnemic.operation.reader.messages import (
+    Message,
     MessagesInput,
     check_text,
     normalize_messages,
@@ -352,6 +353,7 @@ class Memory:
             session_id=session_id,
             agent_id=agent_id,
             timestamp=when,
+            earlier=self._earlier_turns(owner, cube, session_id, parsed[0].timestamp or when),
         )
         from mnemic.operation import wiring
 
@@ -375,6 +377,25 @@ class Memory:
         if wait:
             self.jobs.wait([job])
         return items
+
+    def _earlier_turns(
+        self, owner: str, cube: str, session_id: str | None, until: datetime
+    ) -> list[Message]:
+        """The session's last stored turns up to ``until``, oldest first: the context of an
+        add that continues a session (an agent adding one exchange at a time)."""
+        wanted = self.settings.reader.context_turns
+        if session_id is None or wanted == 0:
+            return []
+        flt = ItemFilter(
+            kinds=(MemoryKind.RAW_TURN,),
+            session_id=session_id,
+            valid_before=until + timedelta(microseconds=1),
+        )
+        stored = self.store.count_items(owner, cube, flt)
+        if stored == 0:
+            return []
+        last = self.store.list_items(owner, cube, flt, limit=wanted, offset=max(0, stored - wanted))
+        return [Message(text=i.text, speaker=i.speaker) for i in last]
 
     def _organize_if_due(self, owner: str, cube: str, added: int) -> int | None:
         """Queue an organize job (it runs after the scope's extraction jobs) when the policy

@@ -211,3 +211,35 @@ def test_a_batch_over_the_limit_is_refused_whole(memory: Memory) -> None:
     with pytest.raises(InvalidInput, match="batches"):
         memory.add(["x"] * (MAX_BATCH + 1), user_id="ana")
     assert memory.cubes(user_id="ana") == []
+
+
+def test_an_add_that_continues_a_session_is_keyed_with_its_stored_turns(memory: Memory) -> None:
+    # an agent adds one exchange at a time: the answer is still keyed with its question
+    memory.add(
+        [{"role": "Ben", "content": "Which city did you move to in the spring?"}],
+        user_id="ana",
+        session_id="s1",
+        timestamp="2023-05-08T10:00:00",
+    )
+    memory.add(
+        [{"role": "Ana", "content": "Porto, near the river.", "id": "a"}],
+        user_id="ana",
+        session_id="s1",
+        timestamp="2023-05-08T10:01:00",
+    )
+    # a turn of another session is no context
+    memory.add(
+        [{"role": "Ben", "content": "Do you like jazz?"}],
+        user_id="ana",
+        session_id="s2",
+        timestamp="2023-05-08T10:00:30",
+    )
+    turns = memory.get_all(user_id="ana", filters={"session_id": "s1", "kinds": ["raw_turn"]})
+    answer = turns[-1]
+    assert answer.source.message_ids == ["a"]
+    assert answer.index_text.splitlines()[:2] == [
+        "Ben: Which city did you move to in the spring?",
+        "Ana: Porto, near the river.",
+    ]
+    hits = memory.search("Which city did Ana move to?", user_id="ana", top_k=5)
+    assert ["a"] in [h.item.source.message_ids for h in hits]

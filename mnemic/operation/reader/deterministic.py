@@ -1,14 +1,16 @@
 """The reader used when no LLM is configured: every message becomes a raw-turn item.
 
 Each item keeps its speaker, its time (the message's, else the session's) and provenance (the
-message id), and is indexed with a few preceding turns of the same batch as context, because
-an answer often only makes sense next to the question it answers, and with a few following
-ones, because what a turn introduces is often named only in the reply ("another pup" /
-"What's his name?" / "Scout").
+message id). It is indexed with a few preceding turns of its session as context (from the
+store when the batch continues a session), because an answer often only makes sense next to
+the question it answers, and with a few following turns of the same batch, because what a
+turn introduces is often named only in the reply ("another pup" / "What's his name?" /
+"Scout").
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from mnemic.models import MemoryItem, MemoryKind, Source
@@ -34,10 +36,16 @@ class DeterministicReader:
         agent_id: str | None,
         timestamp: datetime | None,
         source_kind: str = "message",
+        earlier: Sequence[Message] = (),
     ) -> list[MemoryItem]:
+        """``earlier``: the session's turns stored before this batch, oldest first; the
+        first messages of the batch take their preceding context from them."""
         items: list[MemoryItem] = []
+        lead = list(earlier)[-self.context_turns :] if self.context_turns else []
+        turns = [*lead, *messages]
         for n, message in enumerate(messages):
-            context = messages[max(0, n - self.context_turns) : n]
+            at = n + len(lead)
+            context = turns[max(0, at - self.context_turns) : at]
             after = messages[n + 1 : n + 1 + self.context_after]
             when = message.timestamp or timestamp
             items.append(
