@@ -110,6 +110,8 @@ def test_dashboard_search_history_tree_edit_delete(
 
     # an item's history, then an edit that becomes a new version
     first.click()
+    # the detail still shows the linked memory until the hit's has loaded: edit only then
+    expect(page.locator("#edit-text")).to_have_value("I adopted a cat called Miso.")
     expect(page.locator("#history .ver")).to_have_count(1)
     expect(page.locator("#history .ver.add")).to_contain_text("by ana")
     page.fill("#edit-text", "I adopted a cat called Tofu.")
