@@ -96,6 +96,33 @@ class JobsConfig(BaseModel):
     lease_s: float = Field(default=30.0, ge=1.0, le=86_400)
 
 
+class RerankerConfig(BaseModel):
+    """The ``rerank`` stage's model: a cross-encoder reads the query with each of the best
+    candidates and scores how well the candidate answers it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # cross-encoder: a local transformers sequence-classification model (a folder, or a hub
+    # name already in the local cache; needs the torch extra), e.g. a download of
+    # cross-encoder/ms-marco-MiniLM-L6-v2; http: a server's POST {base_url}/rerank in the
+    # Cohere/Jina form (vLLM, Infinity, Jina, Cohere, ...)
+    backend: Literal["cross-encoder", "http"] = "cross-encoder"
+    model: str = ""  # no default: no reranker's weights ship with mnemic
+    base_url: str = "http://localhost:8000/v1"
+    api_key: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+    # the best `candidates` after the stages before it are scored; they keep their place above
+    # the rest, in the order of weight / (rrf_k + rerank rank) + (1 - weight) / (rrf_k + rank
+    # before): 1 is the cross-encoder's order, 0 leaves the order as it was
+    candidates: int = Field(default=30, ge=1, le=1000)
+    weight: float = Field(default=1.0, ge=0, le=1)
+    # cross-encoder: tokens per (query, memory) pair, pairs per forward pass, torch threads
+    max_length: int = Field(default=256, ge=16, le=4096)
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    threads: int = Field(default=0, ge=0)
+
+
 class RetrievalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -163,6 +190,9 @@ class RetrievalConfig(BaseModel):
     graph_kinds: list[str] = Field(
         default_factory=lambda: ["same_entity", "before", "derived_from", "supersedes"]
     )
+    # rerank (off by default: no cross-encoder ships with mnemic; add "rerank" to the stages,
+    # last, and say which model)
+    reranker: RerankerConfig = Field(default_factory=RerankerConfig)
 
 
 class ReaderConfig(BaseModel):

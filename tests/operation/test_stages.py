@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mnemic import Memory
+from mnemic.errors import ConfigError
 from mnemic.operation.retrieval.query import analyze, without_speakers
 
 
@@ -345,3 +348,47 @@ def test_bm25_leaves_out_the_names_of_the_speakers_a_query_names(memory: Memory)
     recipe(memory, "bm25", "fusion", bm25_speaker_names=False)
     hits = [h.item.source.message_ids for h in memory.search(question, user_id="u", top_k=5)]
     assert hits == [["a"]]
+
+
+def test_rerank_reorders_the_best_candidates_and_keeps_them_above_the_rest(
+    memory: Memory,
+) -> None:
+    from mnemic.config import RerankerConfig
+    from tests.infra.test_rerank import RerankPeer
+
+    texts = {
+        "p": "orchid, violin, harbor, comet.",  # most words for bm25, none for the peer
+        "q": "an orchid by the harbor at dawn",
+        "r": "a violin case",
+        "s": "a lantern",
+        "t": "the comet tail",
+    }
+    for key, text in texts.items():  # apart: no turn is another's context
+        memory.add([{"speaker": "Ben", "content": text, "id": key}], user_id="u", session_id=key)
+    query = "orchid violin harbor comet lantern"
+    recipe(memory, "bm25", "fusion", reranker=RerankerConfig())
+    before = [h.item.source.message_ids[0] for h in memory.search(query, user_id="u", top_k=5)]
+    assert before[0] == "p" and len(before) == 5
+    # a recipe with rerank and no model fails when it is set, not at a search
+    with pytest.raises(ConfigError, match=r"retrieval\.reranker\.model"):
+        recipe(memory, "bm25", "fusion", "rerank", reranker=RerankerConfig())
+    peer = RerankPeer()  # a protocol peer: a score counts the query's words in a text
+    try:
+        reranker = RerankerConfig(backend="http", model="m", base_url=peer.url, candidates=3)
+        recipe(memory, "bm25", "fusion", "rerank", reranker=reranker)
+        hits = memory.search(query, user_id="u", top_k=5)
+    finally:
+        peer.close()
+    after = [h.item.source.message_ids[0] for h in hits]
+    # the peer saw the best three as "Speaker: text", and only those
+    assert peer.requests[0]["documents"] == [f"Ben: {texts[k]}" for k in before[:3]]
+    words = set(query.split())
+
+    def peer_score(key: str) -> int:
+        return len(words & set(f"ben: {texts[key]}".split()))
+
+    # the three in the peer's order (ties as they were), then the rest as they were
+    assert after[:3] == sorted(before[:3], key=lambda k: -peer_score(k))
+    assert after[2] == "p" and after[3:] == before[3:]
+    assert all("rerank" in h.stages for h in hits[:3]) and "cross-encoder rank 1" in hits[0].why
+    assert "rerank" not in hits[3].stages

@@ -9,6 +9,7 @@ from mnemic.operation.retrieval.stages.feedback import Feedback
 from mnemic.operation.retrieval.stages.fusion import RrfFusion
 from mnemic.operation.retrieval.stages.graph import GraphExpansion
 from mnemic.operation.retrieval.stages.neighbors import NeighborExpansion
+from mnemic.operation.retrieval.stages.rerank import Rerank
 from mnemic.operation.retrieval.stages.session import SessionFocus
 from mnemic.operation.retrieval.stages.speaker import SpeakerBoost
 from mnemic.operation.retrieval.stages.time import TimeFocus
@@ -30,6 +31,7 @@ STAGES = {
         Dedup,
         TreeDescent,
         GraphExpansion,
+        Rerank,
     )
 }
 
