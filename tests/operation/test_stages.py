@@ -392,3 +392,69 @@ def test_rerank_reorders_the_best_candidates_and_keeps_them_above_the_rest(
     assert after[2] == "p" and after[3:] == before[3:]
     assert all("rerank" in h.stages for h in hits[:3]) and "cross-encoder rank 1" in hits[0].why
     assert "rerank" not in hits[3].stages
+
+
+def test_event_anchor_reads_before_and_after_an_event_not_a_date() -> None:
+    from mnemic.operation.retrieval.query import event_anchor
+
+    found = event_anchor("Which city was John in before traveling to Chicago?")
+    assert found is not None and (found.relation, found.phrase) == (
+        "before",
+        "traveling to Chicago",
+    )
+    since = event_anchor("How has he changed since adopting Pixie, and why?")
+    assert since is not None and (since.relation, since.phrase) == ("after", "adopting Pixie")
+    # dates are the time parser's; questions that only sound like it name no event
+    for query in [
+        "What happened after May 2023?",
+        "What did she do before 2020?",
+        "After how many weeks did Ana call?",
+        "Has she been there before?",
+        "What did he do after that?",
+    ]:
+        assert event_anchor(query) is None, query
+
+
+def test_anchor_recalls_on_the_named_side_of_the_event(memory: Memory) -> None:
+    days = {
+        "porto": ("I visited Porto with my cousin.", "2023-05-05"),
+        "wedding": ("The wedding in the garden was lovely.", "2023-05-10"),
+        "madrid": ("I visited Madrid with my cousin.", "2023-05-20"),
+    }
+    for key, (text, day) in days.items():
+        memory.add(
+            [{"speaker": "Ana", "content": text, "id": key}],
+            user_id="u",
+            session_id=key,
+            timestamp=day,
+        )
+    # other talk, so that the visits' words are rare enough for BM25 to weigh them
+    for n, text in enumerate(
+        ["The jazz concert was loud.", "My tomatoes are ripe.", "Rain again."]
+    ):
+        memory.add(
+            [{"speaker": "Ana", "content": text, "id": f"x{n}"}],
+            user_id="u",
+            session_id=f"x{n}",
+            timestamp="2023-05-15",
+        )
+    stages = ("bm25", "anchor", "fusion")
+
+    def ranked(query: str) -> list[str]:  # turns, each once (memories extracted from a turn
+        # carry its id too)
+        hits = memory.search(query, user_id="u", top_k=10)
+        return list(dict.fromkeys(h.item.source.message_ids[0] for h in hits))
+
+    recipe(memory, *stages)
+    before = ranked("Which city did Ana visit with her cousin before the wedding?")
+    after = ranked("Which city did Ana visit with her cousin after the wedding?")
+    assert before.index("porto") < before.index("madrid")
+    assert after.index("madrid") < after.index("porto")
+    hit = memory.search("What city before the wedding?", user_id="u", top_k=1)[0]
+    assert "before 'the wedding': the event, on 2023-05-10" in hit.why
+    # without the stage the two visits tie on words: the order does not follow the question
+    recipe(memory, "bm25", "fusion")
+    assert (
+        ranked("Which city did Ana visit with her cousin before the wedding?")[:2]
+        == ranked("Which city did Ana visit with her cousin after the wedding?")[:2]
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mnemic.operation.retrieval.stages.anchor import EventAnchorFocus
 from mnemic.operation.retrieval.stages.bm25 import Bm25Recall
 from mnemic.operation.retrieval.stages.dedup import Dedup
 from mnemic.operation.retrieval.stages.dense import DenseRecall
@@ -23,6 +24,7 @@ STAGES = {
         DenseRecall,
         TopicRecall,
         TimeFocus,
+        EventAnchorFocus,
         RrfFusion,
         Feedback,
         SpeakerBoost,

@@ -40,6 +40,9 @@ class RrfFusion:
             "dense": cfg.dense_weight,
             "bm25@time": cfg.fulltext_weight * cfg.time_weight,
             "dense@time": cfg.dense_weight * cfg.time_weight,
+            "anchor": cfg.fulltext_weight * cfg.time_weight,
+            "bm25@anchor": cfg.fulltext_weight * cfg.time_weight,
+            "dense@anchor": cfg.dense_weight * cfg.time_weight,
             "dense@topic": cfg.dense_weight * cfg.topic_weight,
             "feedback": cfg.feedback_weight,
         }
