@@ -9,6 +9,7 @@ whose message quotes the server and, for 401/403, names the config key to check.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -150,6 +151,16 @@ def retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def json_body(response: httpx.Response, url: str) -> Any:
+    """The response's JSON, or :class:`BackendUnavailable` quoting what came back instead."""
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BackendUnavailable(
+            f"{url} answered HTTP {response.status_code} with non-JSON: {snippet(response.text)}"
+        ) from None
 
 
 def snippet(text: str, limit: int = 200) -> str:

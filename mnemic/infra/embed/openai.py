@@ -13,7 +13,6 @@ and reading ``dim`` before any ``embed`` call sends one one-text request to find
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 from mnemic.config import EmbedderConfig
 from mnemic.errors import BackendUnavailable, InvalidInput
 from mnemic.infra.embed.base import check_texts, normalize
-from mnemic.infra.http import BACKOFF_BASE_S, JsonPoster, snippet
+from mnemic.infra.http import BACKOFF_BASE_S, JsonPoster, json_body, snippet
 
 
 class OpenAIEmbedder:
@@ -121,13 +120,7 @@ class OpenAIEmbedder:
         return vectors
 
     def _parse(self, response: httpx.Response, expected: int) -> np.ndarray:
-        try:
-            body = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BackendUnavailable(
-                f"{self.url} answered HTTP {response.status_code} with non-JSON: "
-                f"{snippet(response.text)}"
-            ) from None
+        body = json_body(response, self.url)
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list) or len(data) != expected:
             got = f"{len(data)} items" if isinstance(data, list) else "no 'data' list"

@@ -24,7 +24,7 @@ import httpx
 
 from mnemic.config import LLMConfig
 from mnemic.errors import BackendUnavailable, InvalidInput
-from mnemic.infra.http import BACKOFF_BASE_S, HTTPRejected, JsonPoster, snippet
+from mnemic.infra.http import BACKOFF_BASE_S, HTTPRejected, JsonPoster, json_body, snippet
 from mnemic.infra.llm.base import LLMOutputError, M, parse_json_reply
 
 FORMATS = ("json_schema", "json_object", "none")  # tried in this order
@@ -215,13 +215,7 @@ class OpenAICompatLLM:
             return self._content(response)
 
     def _content(self, response: httpx.Response) -> str:
-        try:
-            body = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BackendUnavailable(
-                f"{self.url} answered HTTP {response.status_code} with non-JSON: "
-                f"{snippet(response.text)}"
-            ) from None
+        body = json_body(response, self.url)
         try:
             content = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):

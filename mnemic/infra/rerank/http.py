@@ -17,7 +17,7 @@ import numpy as np
 
 from mnemic.config import RerankerConfig
 from mnemic.errors import BackendUnavailable
-from mnemic.infra.http import BACKOFF_BASE_S, JsonPoster, snippet
+from mnemic.infra.http import BACKOFF_BASE_S, JsonPoster, json_body, snippet
 
 
 class HttpReranker:
@@ -72,13 +72,7 @@ class HttpReranker:
             "top_n": len(documents),
         }
         response = self._poster.post("/rerank", payload, what=f"reranker {self.model!r}")
-        try:
-            body: Any = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BackendUnavailable(
-                f"{self.url} answered HTTP {response.status_code} with non-JSON: "
-                f"{snippet(response.text)}"
-            ) from None
+        body = json_body(response, self.url)
         results = body.get("results") if isinstance(body, dict) else body
         return self._scores(results, len(documents), response.text)
 
