@@ -171,6 +171,10 @@ class RetrievalConfig(BaseModel):
     session_weight: float = Field(default=0.5, ge=0)
     # dedup: of candidates whose word sets overlap this much (Jaccard), keep the best
     dedup_jaccard: float = Field(default=0.9, gt=0, le=1)
+    # mmr: of the best mmr_candidates, each next pick maximises mmr_lambda * relevance -
+    # (1 - mmr_lambda) * its highest cosine to the picks above it
+    mmr_lambda: float = Field(default=0.7, ge=0, le=1)
+    mmr_candidates: int = Field(default=30, ge=2, le=1000)
     # neighbors: the best `neighbor_seeds` hits bring their session neighbours within
     # `neighbor_window` turns, at the seed's score times neighbor_decay ** distance
     neighbor_seeds: int = Field(default=5, ge=0)

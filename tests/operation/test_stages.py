@@ -458,3 +458,55 @@ def test_anchor_recalls_on_the_named_side_of_the_event(memory: Memory) -> None:
         ranked("Which city did Ana visit with her cousin before the wedding?")[:2]
         == ranked("Which city did Ana visit with her cousin after the wedding?")[:2]
     )
+
+
+def test_mmr_lifts_a_different_memory_above_near_copies(memory: Memory) -> None:
+    from mnemic.infra.store.base import ItemFilter
+    from mnemic.operation.retrieval.stages.mmr import Diversity
+    from mnemic.operation.retrieval.state import Candidate, SearchState
+
+    texts = {
+        "t1": "I love green tea in the morning.",
+        "t2": "I love green tea every morning.",  # near copies of t1: cosine 0.98-1.0
+        "t3": "I really love green tea in the morning.",
+        "h": "I love hiking in the morning.",  # like them in part: cosine 0.63-0.66
+        "x": "The car needs new tyres.",  # unlike all: cosine 0.28-0.40
+    }
+    ids = {}
+    for key, text in texts.items():
+        (item,) = memory.add(
+            [{"speaker": "Ana", "content": text}], user_id="u", session_id=key, wait=True
+        )  # MMR reads the stored vectors, written by the add's job
+        ids[key] = item.id
+    cube = item.cube_id
+    scores = {"t1": 1.0, "t2": 0.99, "t3": 0.98, "h": 0.9, "x": 0.5}
+
+    def order(lam: float, depth: int = 30) -> list[str]:
+        state = SearchState(
+            query="q",
+            analysis=analyze("q"),
+            user_id="u",
+            cube_id=cube,
+            top_k=5,
+            flt=ItemFilter(),
+            store=memory.store,
+        )
+        state.candidates = {ids[k]: Candidate(ids[k], v) for k, v in scores.items()}
+        config = memory.settings.retrieval.model_copy(
+            update={"mmr_lambda": lam, "mmr_candidates": depth}
+        )
+        Diversity(memory.store, None, config).run(state)
+        by_id = {v: k for k, v in ids.items()}
+        return [by_id[c.item_id] for c in state.ranked()]
+
+    # relevance and unlikeness weigh the same: after t1, hiking beats its copies
+    assert order(0.5) == ["t1", "h", "t2", "t3", "x"]
+    assert order(1.0) == ["t1", "t2", "t3", "h", "x"]  # relevance alone: the order as it was
+    # only the best `depth` are re-ordered, and they stay above the rest
+    assert order(0.5, depth=3) == ["t1", "t2", "t3", "h", "x"]
+    # in a recipe: the same items come back, each with its MMR value
+    recipe(memory, "bm25", "dense", "fusion")
+    plain = {h.item.id for h in memory.search("green tea morning", user_id="u", top_k=10)}
+    recipe(memory, "bm25", "dense", "fusion", "mmr")
+    hits = memory.search("green tea morning", user_id="u", top_k=10)
+    assert {h.item.id for h in hits} == plain and all("mmr" in h.stages for h in hits[:3])

@@ -9,6 +9,7 @@ from mnemic.operation.retrieval.stages.dense import DenseRecall
 from mnemic.operation.retrieval.stages.feedback import Feedback
 from mnemic.operation.retrieval.stages.fusion import RrfFusion
 from mnemic.operation.retrieval.stages.graph import GraphExpansion
+from mnemic.operation.retrieval.stages.mmr import Diversity
 from mnemic.operation.retrieval.stages.neighbors import NeighborExpansion
 from mnemic.operation.retrieval.stages.rerank import Rerank
 from mnemic.operation.retrieval.stages.session import SessionFocus
@@ -31,6 +32,7 @@ STAGES = {
         SessionFocus,
         NeighborExpansion,
         Dedup,
+        Diversity,
         TreeDescent,
         GraphExpansion,
         Rerank,
