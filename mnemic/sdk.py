@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -353,7 +353,7 @@ class Memory:
             session_id=session_id,
             agent_id=agent_id,
             timestamp=when,
-            earlier=self._earlier_turns(owner, cube, session_id, parsed[0].timestamp or when),
+            earlier=self._earlier_turns(owner, cube, session_id),
         )
         from mnemic.operation import wiring
 
@@ -378,24 +378,14 @@ class Memory:
             self.jobs.wait([job])
         return items
 
-    def _earlier_turns(
-        self, owner: str, cube: str, session_id: str | None, until: datetime
-    ) -> list[Message]:
-        """The session's last stored turns up to ``until``, oldest first: the context of an
-        add that continues a session (an agent adding one exchange at a time)."""
+    def _earlier_turns(self, owner: str, cube: str, session_id: str | None) -> list[Message]:
+        """The session's last stored turns, oldest first: the context of an add that
+        continues a session (an agent adding one exchange at a time)."""
         wanted = self.settings.reader.context_turns
         if session_id is None or wanted == 0:
             return []
-        flt = ItemFilter(
-            kinds=(MemoryKind.RAW_TURN,),
-            session_id=session_id,
-            valid_before=until + timedelta(microseconds=1),
-        )
-        stored = self.store.count_items(owner, cube, flt)
-        if stored == 0:
-            return []
-        last = self.store.list_items(owner, cube, flt, limit=wanted, offset=max(0, stored - wanted))
-        return [Message(text=i.text, speaker=i.speaker) for i in last]
+        tail = self.store.session_tail(owner, cube, session_id, wanted, (MemoryKind.RAW_TURN,))
+        return [Message(text=i.text, speaker=i.speaker) for i in tail]
 
     def _organize_if_due(self, owner: str, cube: str, added: int) -> int | None:
         """Queue an organize job (it runs after the scope's extraction jobs) when the policy

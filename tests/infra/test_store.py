@@ -442,6 +442,37 @@ def test_facets_speakers_and_neighbors_are_scoped(store) -> None:
     assert store.neighbors("ana", "ana/default", [a.id], 5) == {a.id: [(b.id, 1), (c.id, 2)]}
 
 
+def test_session_tail_is_the_last_turns_of_one_session_in_order(store) -> None:
+    raw = MemoryKind.RAW_TURN
+    turns = [item(text=f"t{n}", speaker="Ana", session_id="s1", kind=raw) for n in range(5)]
+    add(store, turns[:3])
+    fact = item(text="a fact", session_id="s1", kind=MemoryKind.FACT)
+    elsewhere = [
+        item(text="other session", session_id="s2", kind=raw),
+        item(user="bob", cube="bob/default", text="bob's", session_id="s1", kind=raw),
+    ]
+    add(store, [fact, *elsewhere, *turns[3:]])
+    tail = store.session_tail("ana", "ana/default", "s1", 2, [raw])
+    assert [i.text for i in tail] == ["t3", "t4"]  # oldest first
+    assert [i.text for i in store.session_tail("ana", "ana/default", "s1", 9, [raw])] == [
+        f"t{n}" for n in range(5)
+    ]
+    kinds = [raw, MemoryKind.FACT]
+    assert [i.text for i in store.session_tail("ana", "ana/default", "s1", 3, kinds)] == [
+        "a fact",
+        "t3",
+        "t4",
+    ]
+    deleted = turns[4].model_copy(update={"status": MemoryStatus.DELETED, "version": 2})
+    store.update_item(deleted, None, actor="test", action="delete")
+    assert [i.text for i in store.session_tail("ana", "ana/default", "s1", 2, [raw])] == [
+        "t2",
+        "t3",
+    ]
+    assert store.session_tail("ana", "ana/default", "nope", 2, [raw]) == []
+    assert store.session_tail("ana", "ana/default", "s1", 0, [raw]) == []
+
+
 def test_keys_repeating_neighbours_do_not_drown_a_word(store) -> None:
     texts = ["we bought a lemon tree", "nice", "it needs sun", "water it weekly", "ok"]
     items = [

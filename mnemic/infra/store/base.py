@@ -284,6 +284,14 @@ class Store(Protocol):
         after it in insertion order, as (item id, distance) pairs."""
         ...
 
+    def session_tail(
+        self, user_id: str, cube_id: str, session_id: str, n: int, kinds: Sequence[MemoryKind]
+    ) -> list[MemoryItem]:
+        """The session's last ``n`` active items of ``kinds`` in insertion order, oldest
+        first, read through the session index (the context of an add that continues a
+        session: cheap however large the scope)."""
+        ...
+
     def history(self, user_id: str, cube_id: str, item_id: str) -> list[HistoryEntry]: ...
 
     # search

@@ -1120,6 +1120,19 @@ class PostgresStore:
             db.rollback()
         return out
 
+    def session_tail(
+        self, user_id: str, cube_id: str, session_id: str, n: int, kinds: Sequence[MemoryKind]
+    ) -> list[MemoryItem]:
+        if n <= 0 or not kinds:
+            return []
+        rows = self._read(
+            f"{_SELECT} FROM items i WHERE i.user_id = %s AND i.cube_id = %s "
+            "AND i.session_id = %s AND i.status = %s AND i.kind = ANY(%s) "
+            "ORDER BY i.seq DESC LIMIT %s",  # items_session (user, cube, session, seq)
+            (user_id, cube_id, session_id, MemoryStatus.ACTIVE.value, [k.value for k in kinds], n),
+        )
+        return [row_to_item(r) for r in reversed(rows)]
+
     def history(self, user_id: str, cube_id: str, item_id: str) -> list[HistoryEntry]:
         rows = self._read(
             "SELECT * FROM history WHERE user_id = %s AND cube_id = %s AND item_id = %s "

@@ -853,6 +853,22 @@ class SQLiteStore:
                 out[item_id] = found
         return out
 
+    def session_tail(
+        self, user_id: str, cube_id: str, session_id: str, n: int, kinds: Sequence[MemoryKind]
+    ) -> list[MemoryItem]:
+        if n <= 0 or not kinds:
+            return []
+        marks = ", ".join("?" for _ in kinds)
+        # the session index names the session's rows in rowid order: without INDEXED BY the
+        # planner may walk the whole scope through items_scope instead
+        rows = self._read(
+            f"{_SELECT} FROM items i INDEXED BY items_session WHERE i.user_id = ? "
+            f"AND i.cube_id = ? AND i.session_id = ? AND i.status = ? AND i.kind IN ({marks}) "
+            "ORDER BY i.rowid DESC LIMIT ?",
+            (user_id, cube_id, session_id, MemoryStatus.ACTIVE.value, *(k.value for k in kinds), n),
+        )
+        return [row_to_item(r) for r in reversed(rows)]
+
     def history(self, user_id: str, cube_id: str, item_id: str) -> list[HistoryEntry]:
         rows = self._read(
             "SELECT * FROM history WHERE user_id = ? AND cube_id = ? AND item_id = ? ORDER BY id",

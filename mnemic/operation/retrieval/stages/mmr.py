@@ -4,10 +4,10 @@ each next one is relevant and unlike those already above it.
 Of the best ``mmr_candidates``, the next pick maximises
 ``mmr_lambda * relevance - (1 - mmr_lambda) * (its highest cosine to the picks so far)``,
 relevance being the candidate's score scaled to 0-1 between the worst and the best of them
-(fused scores are close together: over the best score alone, relevance hardly counts). The picks keep their places
-above the rest, in pick order. Vectors are the stored ones (no embedding at search time);
-a candidate without one (not embedded yet) counts as unlike everything. Put it late in the
-recipe, after the stages that score.
+(fused scores lie close together: over the best score alone, relevance hardly counts). The
+picks keep their places above the rest, in pick order. Vectors are the stored ones (no
+embedding at search time); a candidate without one (not embedded yet) counts as unlike
+everything. Put it late in the recipe, after the stages that score.
 """
 
 from __future__ import annotations
