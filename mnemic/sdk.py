@@ -346,6 +346,7 @@ class Memory:
         if session_id is not None:
             _check_id(session_id, "session_id")
         when = parse_time(timestamp) or utcnow()
+        stored = self._session_tail(owner, cube, session_id)
         items = self.reader.read(
             parsed,
             user_id=owner,
@@ -353,12 +354,15 @@ class Memory:
             session_id=session_id,
             agent_id=agent_id,
             timestamp=when,
-            earlier=self._earlier_turns(owner, cube, session_id),
+            earlier=[Message(text=i.text, speaker=i.speaker) for i in stored],
         )
         from mnemic.operation import wiring
 
         items = wiring.with_ttl(items, self.settings.lifecycle)
-        self.store.add_items(items, None, actor=user_id, reason="add")
+        # the session's last stored turns gain these turns in their keys, in the same
+        # transaction as the add
+        rekey = self.reader.rekey(stored, parsed)
+        self.store.add_items(items, None, actor=user_id, reason="add", rekey=rekey)
         if self.scheduler is not None:
             self.scheduler.observe(items, None)
         for listener in self.listeners:
@@ -378,14 +382,15 @@ class Memory:
             self.jobs.wait([job])
         return items
 
-    def _earlier_turns(self, owner: str, cube: str, session_id: str | None) -> list[Message]:
-        """The session's last stored turns, oldest first: the context of an add that
-        continues a session (an agent adding one exchange at a time)."""
-        wanted = self.settings.reader.context_turns
+    def _session_tail(self, owner: str, cube: str, session_id: str | None) -> list[MemoryItem]:
+        """The session's last stored turns, oldest first, for an add that continues it (an
+        agent adding one exchange at a time): the context of its first turns, and the turns
+        whose keys it extends."""
+        reader = self.settings.reader
+        wanted = reader.context_turns + reader.context_after
         if session_id is None or wanted == 0:
             return []
-        tail = self.store.session_tail(owner, cube, session_id, wanted, (MemoryKind.RAW_TURN,))
-        return [Message(text=i.text, speaker=i.speaker) for i in tail]
+        return self.store.session_tail(owner, cube, session_id, wanted, (MemoryKind.RAW_TURN,))
 
     def _organize_if_due(self, owner: str, cube: str, added: int) -> int | None:
         """Queue an organize job (it runs after the scope's extraction jobs) when the policy

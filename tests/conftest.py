@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,9 +54,9 @@ def pg_server() -> Iterator[object]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-def pg_dsn(pg_server: object) -> Iterator[str]:
-    """A fresh, empty database on the session's server, dropped after the test."""
+@contextlib.contextmanager
+def _database(pg_server: object) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped on exit."""
     import uuid
 
     import psycopg
@@ -65,9 +66,36 @@ def pg_dsn(pg_server: object) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    yield make_conninfo(admin, dbname=name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        yield make_conninfo(admin, dbname=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_dsn(pg_server: object) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    with _database(pg_server) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def fresh_store(store: object, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """A second empty store of the backend ``store`` is (to compare the two)."""
+    from mnemic.infra.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        s = SQLiteStore(tmp_path / "fresh.db", dim=8)
+        yield s
+        s.close()
+        return
+    from mnemic.infra.store.postgres import PostgresStore
+
+    with _database(request.getfixturevalue("pg_server")) as dsn:
+        s = PostgresStore(dsn, dim=8)
+        yield s
+        s.close()
 
 
 @pytest.fixture(scope="session")

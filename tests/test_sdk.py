@@ -213,33 +213,26 @@ def test_a_batch_over_the_limit_is_refused_whole(memory: Memory) -> None:
     assert memory.cubes(user_id="ana") == []
 
 
-def test_an_add_that_continues_a_session_is_keyed_with_its_stored_turns(memory: Memory) -> None:
-    # an agent adds one exchange at a time: the answer is still keyed with its question
-    memory.add(
-        [{"role": "Ben", "content": "Which city did you move to in the spring?"}],
-        user_id="ana",
-        session_id="s1",
-        timestamp="2023-05-08T10:00:00",
-    )
-    memory.add(
-        [{"role": "Ana", "content": "Porto, near the river.", "id": "a"}],
-        user_id="ana",
-        session_id="s1",
-        timestamp="2023-05-08T10:01:00",
-    )
-    # a turn of another session is no context
-    memory.add(
-        [{"role": "Ben", "content": "Do you like jazz?"}],
-        user_id="ana",
-        session_id="s2",
-        timestamp="2023-05-08T10:00:30",
-    )
-    turns = memory.get_all(user_id="ana", filters={"session_id": "s1", "kinds": ["raw_turn"]})
-    answer = turns[-1]
-    assert answer.source.message_ids == ["a"]
-    assert answer.index_text.splitlines()[:2] == [
-        "Ben: Which city did you move to in the spring?",
-        "Ana: Porto, near the river.",
+def test_adding_one_turn_at_a_time_keys_turns_as_one_batch_does(memory: Memory) -> None:
+    turns = [
+        {"role": "Ana", "content": "I adopted another pup last week."},
+        {"role": "Ben", "content": "What's his name?"},
+        {"role": "Ana", "content": "Scout! He loves the beach."},
+        {"role": "Ben", "content": "Which beach do you go to?"},
+        {"role": "Ana", "content": "The one near the lighthouse."},
     ]
-    hits = memory.search("Which city did Ana move to?", user_id="ana", top_k=5)
-    assert ["a"] in [h.item.source.message_ids for h in hits]
+    memory.add(turns, user_id="batch", session_id="s1", timestamp="2023-05-08T10:00:00")
+    for turn in turns:  # an agent adding each turn as it comes
+        memory.add([turn], user_id="live", session_id="s1", timestamp="2023-05-08T10:00:00")
+    # a turn of another session is no context
+    memory.add([{"role": "Cy", "content": "Jazz tonight?"}], user_id="live", session_id="s2")
+
+    def keys(user: str) -> list[str | None]:
+        stored = memory.get_all(user_id=user, filters={"session_id": "s1", "kinds": ["raw_turn"]})
+        return [i.index_text for i in stored]
+
+    assert keys("live") == keys("batch")
+    first = keys("live")[0]
+    assert first is not None and "Scout" in first  # named two turns later, in another add
+    hits = memory.search("When did Ana adopt Scout?", user_id="live", top_k=5)
+    assert "I adopted another pup last week." in [h.item.text for h in hits]

@@ -473,6 +473,36 @@ def test_session_tail_is_the_last_turns_of_one_session_in_order(store) -> None:
     assert store.session_tail("ana", "ana/default", "s1", 0, [raw]) == []
 
 
+def test_an_add_rekeys_stored_items_in_its_transaction_with_the_same_statistics(
+    store, fresh_store
+) -> None:
+    texts = ["we bought a lemon tree", "it needs sun", "water it weekly", "the cat sleeps"]
+    first = [item(text=t, index_text=t, session_id="s1") for t in texts[:3]]
+    add(store, first)
+    later = item(text=texts[3], index_text=texts[3], session_id="s1")
+    rekey = {first[1].id: "it needs sun\nthe cat sleeps", first[2].id: "water it weekly cat"}
+    store.add_items([later], np.stack([vec(3)]), actor="test", rekey=rekey)
+    got = {i.id: i for i in store.get_items("ana", "ana/default", [f.id for f in first])}
+    assert got[first[1].id].index_text == rekey[first[1].id]
+    assert got[first[1].id].version == 1  # derived data: no version, no history row
+    assert [h.action for h in store.history("ana", "ana/default", first[1].id)] == ["add"]
+    # full text ranks as in a store that had those keys from the start
+    fresh = fresh_store
+    same = [f.model_copy(update={"index_text": rekey.get(f.id, f.index_text)}) for f in first]
+    add(fresh, same)
+    fresh.add_items([later], np.stack([vec(3)]), actor="test")
+    for query in ["cat", "sun cat", "lemon"]:
+        ours = store.fulltext_search("ana", "ana/default", query, 10)
+        theirs = fresh.fulltext_search("ana", "ana/default", query, 10)
+        assert [s.item_id for s in ours] == [s.item_id for s in theirs], query
+        assert [s.score for s in ours] == pytest.approx([s.score for s in theirs]), query
+    # a batch of two scopes cannot re-key: refused whole
+    mixed = [item(text="x"), item(user="bob", cube="bob/default", text="y")]
+    with pytest.raises(InvalidInput, match="one scope"):
+        store.add_items(mixed, None, actor="test", rekey={first[0].id: "z"})
+    assert store.get_items("ana", "ana/default", [mixed[0].id]) == []
+
+
 def test_keys_repeating_neighbours_do_not_drown_a_word(store) -> None:
     texts = ["we bought a lemon tree", "nice", "it needs sun", "water it weekly", "ok"]
     items = [

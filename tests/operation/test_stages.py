@@ -335,11 +335,11 @@ def test_bm25_leaves_out_the_names_of_the_speakers_a_query_names(memory: Memory)
         user_id="u",
         session_id="s1",
     )
-    # a separate add, so no weather turn has the roses among its following turns
+    # another session, so no weather turn has the roses among its following turns
     memory.add(
         [{"speaker": "Ana", "content": "I planted roses by the fence.", "id": "a"}],
         user_id="u",
-        session_id="s1",
+        session_id="s2",
     )
     question = "What did Ana plant?"
     recipe(memory, "bm25", "fusion", bm25_speaker_names=True)

@@ -6,7 +6,7 @@ user's rows. Implementations: :mod:`mnemic.infra.store.sqlite` (embedded default
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mnemic.errors import InvalidInput
 from mnemic.models import (
     CubeManifest,
     Edge,
@@ -44,6 +45,14 @@ class ItemFilter:
     @classmethod
     def any_status(cls, **kwargs: object) -> ItemFilter:
         return cls(statuses=(), **kwargs)  # type: ignore[arg-type]
+
+
+def one_scope(items: Sequence[MemoryItem]) -> tuple[str, str]:
+    """The one (user, cube) of a batch that re-keys stored items; else InvalidInput."""
+    scopes = {(i.user_id, i.cube_id) for i in items}
+    if len(scopes) != 1:
+        raise InvalidInput("a batch that re-keys stored items must hold items of one scope")
+    return next(iter(scopes))
 
 
 def item_matches(item: MemoryItem, flt: ItemFilter) -> bool:
@@ -213,8 +222,14 @@ class Store(Protocol):
         *,
         actor: str,
         reason: str | None = None,
+        rekey: Mapping[str, str] | None = None,
     ) -> None:
-        """Insert items (and their vectors) in one transaction, with a history row each."""
+        """Insert items (and their vectors) in one transaction, with a history row each.
+
+        ``rekey``: item id -> new index keys (``index_text``) for items already stored in the
+        batch's scope (the batch must then hold one scope), replaced in the same transaction;
+        keys are derived data, so this makes no version and no history row (a turn's keys
+        gain the turns that follow it in this batch). Unknown ids are skipped."""
         ...
 
     def put_vectors(

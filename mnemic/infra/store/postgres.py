@@ -28,7 +28,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ from mnemic.infra.store.base import (
     ItemFilter,
     Scored,
     TreeChange,
+    one_scope,
     split_terms,
     tree_changed,
 )
@@ -780,10 +781,12 @@ class PostgresStore:
         *,
         actor: str,
         reason: str | None = None,
+        rekey: Mapping[str, str] | None = None,
     ) -> None:
         if not items:
             return
         vectors = self._check_vectors(vectors, len(items))
+        scope_of_rekey = one_scope(items) if rekey else None
         ids = [(i.user_id, i.cube_id, i.id) for i in items]
         if len(set(ids)) != len(ids):
             raise Conflict("the batch holds the same item id twice")
@@ -814,8 +817,29 @@ class PostgresStore:
             for user_id, cube_id in sorted(deltas):
                 scope_ids = [i.id for i in items if (i.user_id, i.cube_id) == (user_id, cube_id)]
                 self._count_tokens(db, user_id, cube_id, scope_ids, +1)
+            if rekey and scope_of_rekey is not None:
+                self._rekey(db, *scope_of_rekey, rekey)
 
         self._retrying(work)
+
+    def _rekey(
+        self, db: psycopg.Connection[Any], user_id: str, cube_id: str, keys: Mapping[str, str]
+    ) -> None:
+        """Replace stored items' index keys (no version), with the scope's BM25 statistics;
+        keys_tsv follows the column and the postings trigger follows keys_tsv."""
+        ids = sorted(keys)
+        db.execute(  # rows locked in id order, after the scope row (add locked it)
+            "SELECT 1 FROM items WHERE user_id = %s AND cube_id = %s AND id = ANY(%s) "
+            "ORDER BY id FOR UPDATE",
+            (user_id, cube_id, ids),
+        )
+        self._count_tokens(db, user_id, cube_id, ids, -1)
+        with db.cursor() as cur:
+            cur.executemany(
+                "UPDATE items SET index_text = %s WHERE user_id = %s AND cube_id = %s AND id = %s",
+                [(keys[i], user_id, cube_id, i) for i in ids],
+            )
+        self._count_tokens(db, user_id, cube_id, ids, +1)
 
     def put_vectors(
         self, user_id: str, cube_id: str, ids: Sequence[str], vectors: np.ndarray

@@ -16,7 +16,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from mnemic.infra.store.base import (
     ItemFilter,
     Scored,
     TreeChange,
+    one_scope,
     split_terms,
     tree_changed,
 )
@@ -504,10 +505,12 @@ class SQLiteStore:
         *,
         actor: str,
         reason: str | None = None,
+        rekey: Mapping[str, str] | None = None,
     ) -> None:
         if not items:
             return
         vectors = self._check_vectors(vectors, len(items))
+        scope_of_rekey = one_scope(items) if rekey else None
         now = ts(utcnow())
         with self._tx() as db:
             for n, item in enumerate(items):
@@ -524,12 +527,34 @@ class SQLiteStore:
                 self._write_history(
                     db, item, "add", actor, now, reason, before=None, after=_public(item)
                 )
+            if rekey and scope_of_rekey is not None:
+                self._rekey(db, *scope_of_rekey, rekey)
         # keep loaded HNSW indexes current now, so insertion cost is paid by writers in
         # small steps instead of by the next search all at once
         with self._lock:
             for scope in {scope_key(i.user_id, i.cube_id) for i in items}:
                 if scope in self._indexes:
                     self._sync_index(scope)
+
+    def _rekey(
+        self, db: sqlite3.Connection, user_id: str, cube_id: str, keys: Mapping[str, str]
+    ) -> None:
+        """Replace stored items' index keys, in the row and in keys_fts (no version)."""
+        scope = scope_key(user_id, cube_id)
+        for item_id, text in keys.items():
+            row = db.execute(
+                "SELECT rowid FROM items WHERE user_id = ? AND cube_id = ? AND id = ?",
+                (user_id, cube_id, item_id),
+            ).fetchone()
+            if row is None:
+                continue
+            db.execute("UPDATE items SET index_text = ? WHERE rowid = ?", (text, row[0]))
+            db.execute("DELETE FROM keys_fts WHERE rowid = ?", (row[0],))
+            if text:
+                db.execute(
+                    "INSERT INTO keys_fts(rowid, scope, keys) VALUES (?, ?, ?)",
+                    (row[0], scope, text),
+                )
 
     def _put_fulltext(
         self, db: sqlite3.Connection, rowid: int | None, scope: str, item: MemoryItem

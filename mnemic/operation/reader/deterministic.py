@@ -70,6 +70,26 @@ class DeterministicReader:
             )
         return items
 
+    def rekey(self, stored: Sequence[MemoryItem], following: Sequence[Message]) -> dict[str, str]:
+        """New index keys for the last ``context_after`` of a session's ``stored`` turns
+        (oldest first, with the ``context_turns`` before them), now that ``following``
+        continue the session: item id -> keys, for the keys that change."""
+        if not self.context_after or not stored or not following:
+            return {}
+        turns = [*(Message(text=i.text, speaker=i.speaker) for i in stored), *following]
+        out: dict[str, str] = {}
+        for n in range(max(0, len(stored) - self.context_after), len(stored)):
+            item = stored[n]
+            keys = index_text(
+                turns[n],
+                turns[max(0, n - self.context_turns) : n],
+                item.valid_from if self.date_keys else None,
+                turns[n + 1 : n + 1 + self.context_after],
+            )
+            if keys != item.index_text:
+                out[item.id] = keys
+        return out
+
 
 def index_text(
     message: Message,
