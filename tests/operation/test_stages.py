@@ -392,6 +392,12 @@ def test_rerank_reorders_the_best_candidates_and_keeps_them_above_the_rest(
     assert after[2] == "p" and after[3:] == before[3:]
     assert all("rerank" in h.stages for h in hits[:3]) and "cross-encoder rank 1" in hits[0].why
     assert "rerank" not in hits[3].stages
+    # a reranker that fails leaves the order as it was, and says so
+    down = RerankerConfig(backend="http", model="m", base_url=peer.url, max_retries=0)
+    recipe(memory, "bm25", "fusion", "rerank", reranker=down)  # the peer is closed
+    hits = memory.search(query, user_id="u", top_k=5)
+    assert [h.item.source.message_ids[0] for h in hits] == before
+    assert "rerank skipped" in hits[0].why
 
 
 def test_event_anchor_reads_before_and_after_an_event_not_a_date() -> None:

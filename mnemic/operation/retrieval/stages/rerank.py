@@ -6,7 +6,8 @@ cross-encoder reads them together, which is slower, so it scores only the best
 ``weight / (rrf_k + rerank rank) + (1 - weight) / (rrf_k + rank before)``: at weight 1
 (the default) in the cross-encoder's order. The model is loaded once, when the recipe is
 built, so a missing model fails then, not at the first search. Put it last: later stages
-would rescore what it ordered.
+would rescore what it ordered. A reranker that fails (a server down, a bad answer) leaves
+the order as it was, and the hits say so: the search still answers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from mnemic.config import RetrievalConfig
+from mnemic.errors import BackendUnavailable
 from mnemic.infra.embed.base import Embedder
 from mnemic.infra.rerank import get_reranker
 from mnemic.infra.store.base import Store
@@ -37,7 +39,11 @@ class Rerank:
         top = [c for c in top if c.item_id in items]
         if len(top) < 2:
             return
-        scores = self.reranker.score(state.query, [embed_text(items[c.item_id]) for c in top])
+        try:
+            scores = self.reranker.score(state.query, [embed_text(items[c.item_id]) for c in top])
+        except BackendUnavailable as exc:  # an optional refinement: the order stands
+            state.notes.append(f"rerank skipped: {exc}")
+            return
         order = sorted(range(len(top)), key=lambda i: -float(scores[i]))
         rerank_rank = {i: r for r, i in enumerate(order, start=1)}
         floor = max((c.score for c in rest), default=0.0)
