@@ -53,7 +53,8 @@ class EventAnchorFocus:
         flt = state.flt
         if anchor.relation == "before":  # up to the end of the event's day: what came
             # before it is often told when it happens ("before I met Maria, I ...")
-            end = when + timedelta(days=1)
+            day = when.replace(hour=0, minute=0, second=0, microsecond=0)
+            end = day + timedelta(days=1)
             end = end if flt.valid_before is None else min(end, flt.valid_before)
             narrowed = dataclasses.replace(flt, valid_before=end)
         else:
