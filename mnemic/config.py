@@ -135,6 +135,7 @@ class RetrievalConfig(BaseModel):
             "dense",
             "topic",
             "time",
+            "anchor",
             "fusion",
             "speaker",
             "session",
