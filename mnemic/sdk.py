@@ -39,7 +39,6 @@ from mnemic.models import (
 from mnemic.operation.jobs import JobQueue
 from mnemic.operation.reader.deterministic import DeterministicReader, embed_text
 from mnemic.operation.reader.messages import (
-    Message,
     MessagesInput,
     check_text,
     normalize_messages,
@@ -354,7 +353,7 @@ class Memory:
             session_id=session_id,
             agent_id=agent_id,
             timestamp=when,
-            earlier=[Message(text=i.text, speaker=i.speaker) for i in stored],
+            earlier=stored,
         )
         from mnemic.operation import wiring
 

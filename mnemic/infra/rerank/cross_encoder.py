@@ -16,8 +16,7 @@ import numpy as np
 
 from mnemic.config import RerankerConfig
 from mnemic.errors import BackendUnavailable
-
-INSTALL_HINT = "pip install torch==2.13.0 && pip install 'mnemic[torch]'"
+from mnemic.infra.embed.sentence_transformers import INSTALL_HINT
 
 
 class CrossEncoderReranker:

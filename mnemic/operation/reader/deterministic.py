@@ -36,12 +36,12 @@ class DeterministicReader:
         agent_id: str | None,
         timestamp: datetime | None,
         source_kind: str = "message",
-        earlier: Sequence[Message] = (),
+        earlier: Sequence[MemoryItem] = (),
     ) -> list[MemoryItem]:
         """``earlier``: the session's turns stored before this batch, oldest first; the
         first messages of the batch take their preceding context from them."""
         items: list[MemoryItem] = []
-        lead = list(earlier)[-self.context_turns :] if self.context_turns else []
+        lead = [_message(i) for i in earlier[-self.context_turns :]] if self.context_turns else []
         turns = [*lead, *messages]
         for n, message in enumerate(messages):
             at = n + len(lead)
@@ -76,7 +76,7 @@ class DeterministicReader:
         continue the session: item id -> keys, for the keys that change."""
         if not self.context_after or not stored or not following:
             return {}
-        turns = [*(Message(text=i.text, speaker=i.speaker) for i in stored), *following]
+        turns = [*map(_message, stored), *following]
         out: dict[str, str] = {}
         for n in range(max(0, len(stored) - self.context_after), len(stored)):
             item = stored[n]
@@ -89,6 +89,11 @@ class DeterministicReader:
             if keys != item.index_text:
                 out[item.id] = keys
         return out
+
+
+def _message(item: MemoryItem) -> Message:
+    """A stored turn as the message it was, for the keys of the turns around it."""
+    return Message(text=item.text, speaker=item.speaker)
 
 
 def index_text(
