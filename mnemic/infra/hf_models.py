@@ -1,4 +1,5 @@
-"""Random-weight causal LMs of real shapes and a byte tokenizer: tests and benchmarks, no download.
+"""Random-weight models of real shapes (causal LMs with a byte tokenizer, a cross-encoder with
+the shipped word pieces): tests and benchmarks, no download.
 
 Nothing here loads weights: a model is built from its config with seeded random weights, so
 timings and cache sizes are those of the real architecture while the outputs are noise.
@@ -6,6 +7,7 @@ timings and cache sizes are those of the real architecture while the outputs are
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 # ChatML, as Qwen2.5 and SmolLM2 render it: a system turn, then user and assistant turns
@@ -105,3 +107,42 @@ def random_model(
     model.config.name_or_path = f"random/{shape}-seed{seed}"
     model.generation_config.pad_token_id = 256  # <|endoftext|> of the byte tokenizer
     return model.eval()
+
+
+# cross-encoder/ms-marco-MiniLM-L6-v2's config.json, weights left out
+MINILM_L6 = {
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 512,
+}
+
+
+def random_cross_encoder(
+    folder: Path, shape: dict[str, int] | None = None, *, seed: int = 0, labels: int = 1
+) -> Path:
+    """Save a BERT sequence classifier (``shape``, default MiniLM-L6; ``labels`` outputs, one
+    as the MS MARCO cross-encoders have) with seeded random weights and the shipped tokenizer
+    to ``folder``, loadable as a reranker model."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+
+    from mnemic.infra.embed.onnx import ASSETS, SHIPPED_MODEL
+
+    hf: Any = transformers  # the Bert classes are loaded lazily, unseen by type checkers
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = hf.BertTokenizerFast(
+        tokenizer_object=Tokenizer.from_file(str(ASSETS / SHIPPED_MODEL / "tokenizer.json")),
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = hf.BertConfig(vocab_size=len(tokenizer), num_labels=labels, **(shape or MINILM_L6))
+    hf.BertForSequenceClassification(config).eval().save_pretrained(folder)
+    return folder

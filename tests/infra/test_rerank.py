@@ -17,31 +17,23 @@ from mnemic.infra.rerank import get_reranker
 from mnemic.infra.rerank.http import HttpReranker
 from tests.infra.protocol_peer import ProtocolPeer, Reply
 
-WORDS = "what did ana plant she planted roses by the fence ben likes jazz and cold tea"
 TEXTS = ["Ana: I planted roses by the fence.", "Ben: I like jazz.", "Ben: cold tea"]
 
 
-def tiny_cross_encoder(folder: Path, labels: int) -> Path:
-    """A 2-layer BERT sequence classifier, random weights, and a word-piece tokenizer."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+SMALL = {  # a BERT of real architecture, small enough to build in a test
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+}
 
-    folder.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ":", *dict.fromkeys(WORDS.split())]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=labels,
-    )
-    BertForSequenceClassification(config).eval().save_pretrained(folder)
-    return folder
+
+def tiny_cross_encoder(folder: Path, labels: int) -> Path:
+    """A 2-layer BERT sequence classifier, random weights, and the shipped word pieces."""
+    from mnemic.infra.hf_models import random_cross_encoder
+
+    return random_cross_encoder(folder, SMALL, labels=labels)
 
 
 @pytest.mark.parametrize("labels", [1, 2])
@@ -158,16 +150,9 @@ def test_http_malformed_answers_say_what_came_back(peer: RerankPeer, body: str, 
 def test_the_bench_model_has_the_shipped_vocabulary_and_loads_as_a_reranker(
     tmp_path: Path,
 ) -> None:
-    from mnemic.bench.rerank import random_cross_encoder
+    from mnemic.infra.hf_models import random_cross_encoder
 
-    small = {
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "max_position_embeddings": 128,
-    }
-    folder = random_cross_encoder(tmp_path / "bench-ce", small)
+    folder = random_cross_encoder(tmp_path / "bench-ce", SMALL)
     reranker = get_reranker(RerankerConfig(model=str(folder)))
     pair = reranker._tokenizer("what did ana plant?", "Ana: roses.")  # type: ignore[attr-defined]
     ids = pair["input_ids"]
