@@ -516,3 +516,52 @@ def test_mmr_lifts_a_different_memory_above_near_copies(memory: Memory) -> None:
     recipe(memory, "bm25", "dense", "fusion", "mmr")
     hits = memory.search("green tea morning", user_id="u", top_k=10)
     assert {h.item.id for h in hits} == plain and all("mmr" in h.stages for h in hits[:3])
+
+
+def test_speaker_recall_searches_among_what_the_named_speaker_said(memory: Memory) -> None:
+    memory.add(
+        [
+            *[
+                {
+                    "speaker": "Ben",
+                    "content": f"Ana, what have you painted? Painted {n}?",
+                    "id": f"b{n}",
+                }
+                for n in range(6)
+            ],
+            {
+                "speaker": "Ana",
+                "content": "Last weekend I finished the horse I painted for my niece; it took "
+                "many long evenings at the kitchen table, but she loved it.",
+                "id": "a",
+            },
+        ],
+        user_id="u",
+        session_id="s1",
+        wait=True,
+    )
+    # other talk, so that "painted" is in fewer than half the items (BM25 gives a word in
+    # more no weight)
+    memory.add(
+        [{"speaker": "Ben", "content": f"The bus {n} was late.", "id": f"x{n}"} for n in range(20)],
+        user_id="u",
+        session_id="s0",
+        wait=True,
+    )
+    question = "What has Ana painted?"
+    recipe(memory, "bm25", "dense", "fusion", candidates=2)
+    plain = memory.search(question, user_id="u", top_k=3)
+    assert ["a"] not in [h.item.source.message_ids for h in plain]  # Ben's praise crowds it out
+    recipe(
+        memory, "bm25", "dense", "speaker_recall", "fusion", candidates=2, speaker_recall_weight=5
+    )
+    hits = memory.search(question, user_id="u", top_k=3)
+    horse = hits[0]
+    assert horse.item.source.message_ids == ["a"]
+    assert horse.stages["bm25@speaker Ana_rank"] == 1
+    assert horse.stages["dense@speaker Ana_rank"] == 1
+    assert "recalled among what Ana said" in horse.why
+    # nobody named, or a search already kept to one speaker: no lists of its own
+    for text, kwargs in (("What was painted?", {}), (question, {"speaker": "Ana"})):
+        found = memory.search(text, user_id="u", top_k=3, filters=kwargs or None)
+        assert all(not any("@speaker" in s for s in h.stages) for h in found)

@@ -14,6 +14,7 @@ from mnemic.operation.retrieval.stages.neighbors import NeighborExpansion
 from mnemic.operation.retrieval.stages.rerank import Rerank
 from mnemic.operation.retrieval.stages.session import SessionFocus
 from mnemic.operation.retrieval.stages.speaker import SpeakerBoost
+from mnemic.operation.retrieval.stages.speaker_recall import SpeakerRecall
 from mnemic.operation.retrieval.stages.time import TimeFocus
 from mnemic.operation.retrieval.stages.topic import TopicRecall
 from mnemic.operation.retrieval.stages.tree import TreeDescent
@@ -24,6 +25,7 @@ STAGES = {
         Bm25Recall,
         DenseRecall,
         TopicRecall,
+        SpeakerRecall,
         TimeFocus,
         EventAnchorFocus,
         RrfFusion,

@@ -17,7 +17,8 @@ def fuse(
     """Weighted RRF: each item scores the sum over stages of weight / (rrf_k + rank)."""
     out: dict[str, Candidate] = {}
     for stage, results in ranked.items():
-        weight = weights.get(stage, 1.0)
+        # "bm25@speaker Melanie" is weighted as "bm25@speaker"
+        weight = weights.get(stage, weights.get(stage.split(" ", 1)[0], 1.0))
         for rank, scored in enumerate(results, start=1):
             cand = out.setdefault(scored.item_id, Candidate(scored.item_id))
             cand.stages[stage] = round(scored.score, 6)
@@ -44,6 +45,8 @@ class RrfFusion:
             "bm25@anchor": cfg.fulltext_weight * cfg.time_weight,
             "dense@anchor": cfg.dense_weight * cfg.time_weight,
             "dense@topic": cfg.dense_weight * cfg.topic_weight,
+            "bm25@speaker": cfg.fulltext_weight * cfg.speaker_recall_weight,
+            "dense@speaker": cfg.dense_weight * cfg.speaker_recall_weight,
             "feedback": cfg.feedback_weight,
         }
         fused = fuse(state.lists, weights, self.config.rrf_k)
