@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mnemic import Memory
@@ -147,6 +149,41 @@ def test_feedback_stage_reaches_turns_that_share_the_hits_words(memory: Memory) 
         assert "Glazing clay is messy." in texts, stages
         assert "feedback terms: clay" in hits[0].why
         assert "feedback_rank" in hits[texts.index("Glazing clay is messy.")].stages
+
+
+def test_feedback_terms_that_tie_come_in_the_order_the_hits_say_them() -> None:
+    """Words shared equally often are taken in text order, not in the order of a set, so a
+    search gives the same results in every process (Python salts string hashes)."""
+    import subprocess
+    import sys
+
+    words = "apple birch cedar daisy elm fern grape hazel iris juniper kale".split()  # noqa: SIM905
+    script = (
+        "import tempfile; from pathlib import Path; from mnemic import Memory, load_settings\n"
+        "s = load_settings().model_copy(update={'home': Path(tempfile.mkdtemp())})\n"
+        "with Memory(s) as m:\n"
+        "    m.add(['Pottery: " + " ".join(words) + ".',\n"
+        "           'More pottery, " + " ".join(words) + ".',\n"
+        "           *[f'Note {n} on rain.' for n in range(10)]], user_id='u', session_id='s')\n"
+        "    m.set_retrieval(m.settings.retrieval.model_copy(update={\n"
+        "        'stages': ['bm25', 'feedback', 'fusion'], 'feedback_docs': 2,\n"
+        "        'feedback_terms': 3}))\n"
+        "    print(m.search('pottery', user_id='u', top_k=1)[0].why)\n"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(seed), "HF_HUB_OFFLINE": "1"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.split("feedback terms: ")[1]
+        .split(";")[0]
+        .strip()
+        for seed in (1, 2, 3)
+    }
+    assert seen == {", ".join(words[:3])}
 
 
 def test_search_embeds_the_query_and_its_nameless_variant_in_the_background(

@@ -47,9 +47,10 @@ class Feedback:
             item = items.get(item_id)
             if item is None:
                 continue
-            counts.update(
-                {w for w in (x.lower() for x in _WORD.findall(item.text))} - STOPWORDS - asked
-            )
+            # each word once per hit, in the order the hits say them: a Counter breaks ties
+            # by first insertion, so the terms (and the search) are the same on every run
+            words = dict.fromkeys(w.lower() for w in _WORD.findall(item.text))
+            counts.update(w for w in words if w not in STOPWORDS and w not in asked)
         # a word counts when at least two of the best hits share it
         terms = [w for w, n in counts.most_common() if n >= 2][: cfg.feedback_terms]
         if not terms:
