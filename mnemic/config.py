@@ -169,7 +169,8 @@ class RetrievalConfig(BaseModel):
     feedback_weight: float = Field(default=0.5, ge=0)
     # speaker_recall: full-text and dense lists recalled among each named speaker's own items
     # join fusion at speaker_recall_weight times a plain list (LoCoMo dev four at 1,000
-    # tokens: 0.832 -> 0.838, multi-hop 0.450 -> 0.486; weight 0.25 0.830, 1.0 0.835)
+    # tokens: 0.830 -> 0.837, multi-hop 0.441 -> 0.477; weight 0.25 0.830, 0.75 0.835, 1.0
+    # 0.837)
     speaker_recall_weight: float = Field(default=0.5, ge=0)
     # speaker: score factor 1 + speaker_boost for items said by a speaker the query names
     speaker_boost: float = Field(default=0.5, ge=0)
