@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mnemic.bench.locomo import BM25, load_conversations, run
+from mnemic.bench.locomo import BM25, BUDGETS, Scores, holdout_figures, load_conversations, run
 from mnemic.interface.cli import app
 
 
@@ -98,12 +98,16 @@ def test_run_reports_every_figure_for_both_runs(tmp_path: Path, embedder) -> Non
 
 def test_cli_prints_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
+    folder = write_conversation(tmp_path / "c")
+    (folder / "other.json").write_text((folder / "conv.json").read_text())
     result = CliRunner().invoke(
-        app, ["bench", "locomo", str(write_conversation(tmp_path / "c")), "--json", str(out)]
+        app, ["bench", "locomo", str(folder), "--json", str(out), "--holdout", "other"]
     )
     assert result.exit_code == 0, result.output
     assert "bm25" in result.output and "all@1kt" in result.output
     assert "by evidence turns" in result.output
+    assert "dev against held-out conversations (other)" in result.output
+    assert "held-out at dev's rates" in result.output
     assert json.loads(out.read_text())["config"]["tokenizer"] == "cl100k_base"
 
 
@@ -114,3 +118,42 @@ def test_ablation_rows_share_one_store(tmp_path: Path, embedder) -> None:
     assert "without speaker" in rows and "bm25 alone" in rows and "dense alone" in rows
     assert rows["bm25 alone"]["stages"] == ["bm25", "fusion"]
     assert set(report["conversations"]) == {"conv"}
+
+
+def test_holdout_splits_the_figures_and_tells_the_gap_the_mix_makes() -> None:
+    def found(yes: bool) -> dict[str, float]:
+        return {f"recall_all@{b}tok": float(yes) for b in BUDGETS}
+
+    dev, held = Scores(), Scores()
+    for _ in range(6):  # dev: one-turn questions all found, two-turn ones half
+        dev.add(4, found(True), evidence=1)
+    for yes in (True, False):
+        dev.add(1, found(yes), evidence=2)
+    for yes in (True, False):  # held out: only two-turn questions, found as often as dev's
+        held.add(1, found(yes), evidence=2)
+    figures = holdout_figures(dev, held)
+    assert figures["dev"] == {**{f"recall_all@{b}tok": 0.875 for b in BUDGETS}, "questions": 8}
+    assert figures["held_out"]["recall_all@1000tok"] == 0.5
+    assert figures["gap_points"]["recall_all@1000tok"] == 37.5
+    # held out at dev's rate for two-turn questions: all of the gap is the mix of questions
+    assert figures["held_out_at_dev_rates"]["recall_all@1000tok"] == 0.5
+    assert figures["gap_points_from_mix"]["recall_all@1000tok"] == 37.5
+
+
+def test_run_reports_held_out_conversations_apart(tmp_path: Path, embedder) -> None:
+    folder = write_conversation(tmp_path / "c")
+    (folder / "other.json").write_text((folder / "conv.json").read_text())
+    report = run(folder, embedder=embedder, holdout=["other"])
+    for part in (report, report["baseline_bm25"]):
+        split = part["holdout"]
+        assert split["held_out_conversations"] == ["other"]
+        assert split["dev"]["questions"] == split["held_out"]["questions"] == 3
+        # the same conversation under another user: the same figures, no gap
+        assert set(split["gap_points"].values()) == {0.0}
+        assert split["held_out_at_dev_rates"] == {
+            k: v for k, v in split["held_out"].items() if k != "questions"
+        }
+    # a hold-out that names none of the conversations reports no split
+    assert "holdout" not in run(
+        write_conversation(tmp_path / "d"), embedder=embedder, holdout=["x"]
+    )
