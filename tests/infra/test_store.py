@@ -159,6 +159,24 @@ def test_fulltext_ranks_by_bm25(store) -> None:
     assert ranked == [docs[0].id, docs[1].id]
 
 
+def test_fulltext_with_a_speaker_filter_ranks_only_that_speakers_items(store) -> None:
+    said = [("Ana", "tea with lemon"), ("Bo", "tea tea tea"), ("Ana", "green tea"), (None, "tea")]
+    docs = [item(text=t, speaker=s) for s, t in said]
+    # deleted: gone from every search, the speaker's too
+    gone = item(text="tea for Ana", speaker="Ana", status=MemoryStatus.DELETED)
+    add(store, [*docs, gone, *[item(text=f"coffee {n}") for n in range(6)]])
+    every = {s.item_id: s.score for s in store.fulltext_search("ana", "ana/default", "tea", 10)}
+    for speaker in ("Ana", "Bo", "Cy"):
+        got = store.fulltext_search("ana", "ana/default", "tea", 10, ItemFilter(speaker=speaker))
+        want = [d.id for d in docs if d.speaker == speaker]
+        assert sorted(s.item_id for s in got) == sorted(want), speaker
+        # each keeps the score it has among everyone's items
+        assert all(s.score == pytest.approx(every[s.item_id]) for s in got)
+    any_status = ItemFilter.any_status(speaker="Ana")
+    got = store.fulltext_search("ana", "ana/default", "tea", 10, any_status)
+    assert gone.id in {s.item_id for s in got}
+
+
 def test_vector_search_orders_by_cosine_and_respects_k(store) -> None:
     items = [item(text=f"t{i}") for i in range(6)]
     add(store, items, [vec(i) for i in range(6)])

@@ -207,13 +207,13 @@ def test_search_embeds_the_query_and_its_nameless_variant_in_the_background(
 
     memory.embedder.embed = spy  # type: ignore[method-assign]
     try:
-        recipe(memory, "bm25", "feedback", "dense", "topic", "fusion")
+        recipe(memory, "bm25", "feedback", "dense", "topic", "speaker_recall", "fusion")
         hits = memory.search("What has Ana painted?", user_id="u", top_k=2)
     finally:
         memory.embedder.embed = embed  # type: ignore[method-assign]
     # each text once: the stages waited for the background results instead of embedding again
     assert sorted(seen) == ["What has Ana painted?", "What has painted?"]
-    assert {"dense", "dense@topic"} <= set(hits[0].stages)
+    assert {"dense", "dense@topic", "dense@speaker Ana"} <= set(hits[0].stages)
 
 
 def test_dense_search_runs_in_the_background_after_the_embedding(memory: Memory) -> None:

@@ -330,7 +330,9 @@ class SQLiteStore:
         self._speakers: dict[str, tuple[tuple[int, int], list[str]]] = {}
         self._fts_helpers = False  # temp tables that tell the stems and counts of words
         self._stem_of: dict[str, list[str]] = {}  # word -> FTS5's tokens of it (fixed)
-        self._scope_items: dict[str, tuple[tuple[int, int], dict[int, tuple[str, str]]]] = {}
+        self._scope_items: dict[
+            str, tuple[tuple[int, int], dict[int, tuple[str, str, str | None]]]
+        ] = {}
         self._postings = {  # small tables' posting lists, until the next commit
             "items_fts": SmallTablePostings("items_fts", "body"),
             "keys_fts": SmallTablePostings("keys_fts", "keys"),
@@ -1254,16 +1256,21 @@ class SQLiteStore:
             ranked = self._postings[table].rank(self._db, generation, scope, tokens_of, stats)
         if ranked is None:
             return self._bm25_fts5(table, scope, words, user_id, cube_id, where, params, limit)
-        if flt != ItemFilter(statuses=flt.statuses):  # more than statuses: the SQL decides
+        if flt != ItemFilter(statuses=flt.statuses, speaker=flt.speaker):
+            # more than statuses and a speaker: the SQL decides
             return self._best_passing(*ranked, user_id, cube_id, where, params, limit)
-        # statuses only (the default, active items): from the scope's rows, kept in memory
-        # like the posting lists (the table is small, and so is the scope)
-        status_of = self._scope_rows(scope, user_id, cube_id, generation)
+        # statuses (the default, active items) and a speaker: from the scope's rows, kept in
+        # memory like the posting lists (the table is small, and so is the scope)
+        rows = self._scope_rows(scope, user_id, cube_id, generation)
         wanted = {MemoryStatus(x).value for x in flt.statuses}
         out: dict[str, float] = {}
         for rowid, score in zip(ranked[0].tolist(), ranked[1].tolist(), strict=True):
-            row = status_of.get(rowid)
-            if row is not None and (not wanted or row[1] in wanted):
+            row = rows.get(rowid)
+            if (
+                row is not None
+                and (not wanted or row[1] in wanted)
+                and (flt.speaker is None or row[2] == flt.speaker)
+            ):
                 out[row[0]] = score
                 if len(out) >= limit:
                     break
@@ -1271,15 +1278,15 @@ class SQLiteStore:
 
     def _scope_rows(
         self, scope: str, user_id: str, cube_id: str, generation: tuple[int, int]
-    ) -> dict[int, tuple[str, str]]:
-        """rowid -> (id, status) of a small scope's items, until the next commit."""
+    ) -> dict[int, tuple[str, str, str | None]]:
+        """rowid -> (id, status, speaker) of a small scope's items, until the next commit."""
         cached = self._scope_items.get(scope)
         if cached is not None and cached[0] == generation:
             return cached[1]
         rows = {
-            r[0]: (r[1], r[2])
+            r[0]: (r[1], r[2], r[3])
             for r in self._db.execute(
-                "SELECT rowid, id, status FROM items WHERE user_id = ? AND cube_id = ?",
+                "SELECT rowid, id, status, speaker FROM items WHERE user_id = ? AND cube_id = ?",
                 (user_id, cube_id),
             )
         }

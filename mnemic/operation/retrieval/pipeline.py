@@ -7,10 +7,10 @@ Every hit carries its per-stage scores and a sentence saying why it was chosen.
 
 The texts the stages will embed (the query; for ``topic``, the query without the speakers it
 names) are embedded in background threads from the start, and the nearest-item searches of
-``dense`` and ``topic`` follow each embedding there, while the full-text stages (``bm25``,
-then ``feedback`` from bm25's best hits) run: on two cores that took LoCoMo's search p50
-from 52 to 33 ms (embeddings) and, with full text from kept posting lists, to 25 ms
-(searches too), with the same results.
+``dense``, ``topic`` and ``speaker_recall`` follow each embedding there, while the full-text
+stages (``bm25``, then ``feedback`` from bm25's best hits) run: on two cores that took
+LoCoMo's search p50 from 52 to 33 ms (embeddings) and, with full text from kept posting
+lists, to 25 ms (searches too), with the same results.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mnemic.infra.store.base import ItemFilter, Scored, Store
 from mnemic.models import SearchHit
 from mnemic.operation.retrieval.query import analyze
 from mnemic.operation.retrieval.stages import STAGES
-from mnemic.operation.retrieval.state import Embeds, Nearest, SearchState, Stage
+from mnemic.operation.retrieval.state import Embeds, Nearest, NearestSearch, SearchState, Stage
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -58,9 +58,9 @@ def _embed_and_search(
     state: SearchState,
     text: str,
     vector: Future[np.ndarray],
-    searches: dict[int, Future[list[Scored]]],
+    searches: dict[NearestSearch, Future[list[Scored]]],
 ) -> None:
-    """Embed ``text``, then search its nearest items for each k asked; every future is
+    """Embed ``text``, then run each nearest-item search asked of it; every future is
     resolved, with the result or the error, for the stage that waits on it."""
     futures: list[Future[Any]] = [vector, *searches.values()]
     if not all(f.set_running_or_notify_cancel() for f in futures):
@@ -72,10 +72,11 @@ def _embed_and_search(
             future.set_exception(exc)
         return
     vector.set_result(embedded)
-    for k, future in searches.items():
+    for search, future in searches.items():
+        flt = state.flt if search.flt is None else search.flt
         try:
             future.set_result(
-                state.store.vector_search(state.user_id, state.cube_id, embedded, k, state.flt)
+                state.store.vector_search(state.user_id, state.cube_id, embedded, search.k, flt)
             )
         except BaseException as exc:
             future.set_exception(exc)
@@ -162,17 +163,17 @@ class Retriever:
             if isinstance(stage, Embeds)
             for text in stage.embeds(state)
         )
-        searches: dict[str, set[int]] = {}
+        searches: dict[str, list[NearestSearch]] = {}
         for stage in self.stages:
             if isinstance(stage, Nearest):
-                for text, k in stage.nearest(state):
-                    searches.setdefault(text, set()).add(k)
-                    texts.setdefault(text)
+                for search in stage.nearest(state):
+                    searches.setdefault(search.text, []).append(search)
+                    texts.setdefault(search.text)
         pool = _embed_pool()
         for text in texts:
             vector: Future[np.ndarray] = Future()
-            near = {k: Future[list[Scored]]() for k in sorted(searches.get(text, ()))}
+            near = {s: Future[list[Scored]]() for s in dict.fromkeys(searches.get(text, ()))}
             state.embeddings[text] = vector
-            for k, future in near.items():
-                state.nearest_hits[(text, k)] = future
+            for search, future in near.items():
+                state.nearest_hits[search] = future
             pool.submit(_embed_and_search, embedder, state, text, vector, near)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -15,6 +15,15 @@ from mnemic.infra.embed.base import Embedder
 from mnemic.infra.store.base import ItemFilter, Scored, Store
 from mnemic.models import MemoryItem
 from mnemic.operation.retrieval.query import QueryAnalysis
+
+
+class NearestSearch(NamedTuple):
+    """The ``k`` items nearest to ``text``'s embedding that pass ``flt`` (None: the search's
+    own filter)."""
+
+    text: str
+    k: int
+    flt: ItemFilter | None = None
 
 
 @dataclass
@@ -43,9 +52,9 @@ class SearchState:
     # embeddings by text: started before the stages run (see Retriever.search), or computed
     # by the first stage that asks
     embeddings: dict[str, Future[np.ndarray] | np.ndarray] = field(default_factory=dict)
-    # nearest items to a text's embedding by (text, k), under ``flt``: searched in the
-    # background right after the embedding, for stages that say so (see Nearest)
-    nearest_hits: dict[tuple[str, int], Future[list[Scored]]] = field(default_factory=dict)
+    # nearest items to a text's embedding: searched in the background right after the
+    # embedding, for stages that say so (see Nearest)
+    nearest_hits: dict[NearestSearch, Future[list[Scored]]] = field(default_factory=dict)
 
     def embedding(self, embedder: Embedder | None, text: str) -> np.ndarray | None:
         """The embedding of ``text`` (the query, or a variant of it), once per search; a
@@ -63,11 +72,13 @@ class SearchState:
         )
         return vector
 
-    def nearest(self, embedder: Embedder | None, text: str, k: int) -> list[Scored] | None:
-        """The ``k`` items nearest to ``text``'s embedding that pass ``flt`` (None without an
-        embedder): searched in the background if a stage asked for it before the stages
-        ran, else now."""
-        pending = self.nearest_hits.get((text, k))
+    def nearest(
+        self, embedder: Embedder | None, text: str, k: int, flt: ItemFilter | None = None
+    ) -> list[Scored] | None:
+        """The ``k`` items nearest to ``text``'s embedding that pass ``flt`` (default: the
+        search's ``flt``; None without an embedder): searched in the background if a stage
+        asked for it before the stages ran, else now."""
+        pending = self.nearest_hits.get(NearestSearch(text, k, flt))
         if pending is not None:
             t = time.perf_counter()
             found = pending.result()
@@ -78,7 +89,9 @@ class SearchState:
         vector = self.embedding(embedder, text)
         if vector is None:
             return None
-        return self.store.vector_search(self.user_id, self.cube_id, vector, k, self.flt)
+        return self.store.vector_search(
+            self.user_id, self.cube_id, vector, k, self.flt if flt is None else flt
+        )
 
     def query_vector(self, embedder: Embedder | None) -> np.ndarray | None:
         """The query's embedding, computed once per search by whichever stage needs it."""
@@ -126,8 +139,8 @@ class Embeds(Protocol):
 
 @runtime_checkable
 class Nearest(Protocol):
-    """A stage that searches the nearest items to an embedded text under the search's
-    filter says which (text, k) before the stages run: the search follows the embedding in
-    the background, and ``state.nearest`` hands its result over."""
+    """A stage that searches the nearest items to an embedded text says which before the
+    stages run: the search follows the embedding in the background, and ``state.nearest``
+    hands its result over."""
 
-    def nearest(self, state: SearchState) -> list[tuple[str, int]]: ...
+    def nearest(self, state: SearchState) -> list[NearestSearch]: ...

@@ -17,9 +17,9 @@ from typing import ClassVar
 
 from mnemic.config import RetrievalConfig
 from mnemic.infra.embed.base import Embedder
-from mnemic.infra.store.base import Store
+from mnemic.infra.store.base import ItemFilter, Store
 from mnemic.operation.retrieval.stages.bm25 import NO_EVIDENCE
-from mnemic.operation.retrieval.state import SearchState
+from mnemic.operation.retrieval.state import NearestSearch, SearchState
 
 
 class SpeakerRecall:
@@ -28,29 +28,33 @@ class SpeakerRecall:
     def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
         self.store, self.embedder, self.config = store, embedder, config
 
-    def _named(self, state: SearchState) -> list[str]:
+    def _filters(self, state: SearchState) -> dict[str, ItemFilter]:
+        """The search's filter narrowed to each speaker the query names."""
         if self.config.speaker_recall_weight <= 0 or state.flt.speaker is not None:
-            return []
-        return sorted(state.analysis.speakers)
+            return {}
+        return {
+            speaker: dataclasses.replace(state.flt, speaker=speaker)
+            for speaker in sorted(state.analysis.speakers)
+        }
 
-    def embeds(self, state: SearchState) -> list[str]:
-        return [state.analysis.nameless] if self._named(state) else []
+    def _text(self, state: SearchState) -> str:
+        return state.analysis.nameless or state.query
+
+    def nearest(self, state: SearchState) -> list[NearestSearch]:
+        k = max(self.config.candidates, state.top_k)
+        return [NearestSearch(self._text(state), k, flt) for flt in self._filters(state).values()]
 
     def run(self, state: SearchState) -> None:
-        named = self._named(state)
-        if not named:
+        filters = self._filters(state)
+        if not filters:
             return
-        k = max(self.config.candidates, state.top_k)
-        text = state.analysis.nameless or state.query
-        vector = state.embedding(self.embedder, text) if self.embedder is not None else None
-        for speaker in named:
-            flt = dataclasses.replace(state.flt, speaker=speaker)
+        text, k = self._text(state), max(self.config.candidates, state.top_k)
+        for speaker, flt in filters.items():
             found = self.store.fulltext_search(
                 state.user_id, state.cube_id, text, k, flt, keys_weight=self.config.keys_weight
             )
             state.lists[f"bm25@speaker {speaker}"] = [s for s in found if s.score > NO_EVIDENCE]
-            if vector is not None:
-                state.lists[f"dense@speaker {speaker}"] = self.store.vector_search(
-                    state.user_id, state.cube_id, vector, k, flt
-                )
-        state.notes.append(f"recalled among what {', '.join(named)} said")
+            near = state.nearest(self.embedder, text, k, flt)
+            if near is not None:
+                state.lists[f"dense@speaker {speaker}"] = near
+        state.notes.append(f"recalled among what {', '.join(filters)} said")

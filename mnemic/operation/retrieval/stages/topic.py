@@ -16,7 +16,7 @@ from typing import ClassVar
 from mnemic.config import RetrievalConfig
 from mnemic.infra.embed.base import Embedder
 from mnemic.infra.store.base import Store
-from mnemic.operation.retrieval.state import SearchState
+from mnemic.operation.retrieval.state import NearestSearch, SearchState
 
 
 class TopicRecall:
@@ -30,9 +30,9 @@ class TopicRecall:
         named = state.analysis.speakers and self.config.topic_weight > 0
         return state.analysis.nameless if named else ""
 
-    def nearest(self, state: SearchState) -> list[tuple[str, int]]:
+    def nearest(self, state: SearchState) -> list[NearestSearch]:
         text = self._text(state)
-        return [(text, max(self.config.candidates, state.top_k))] if text else []
+        return [NearestSearch(text, max(self.config.candidates, state.top_k))] if text else []
 
     def run(self, state: SearchState) -> None:
         wanted = self.nearest(state)
