@@ -642,11 +642,12 @@ def bench_locomo(
         typer.Option(help="Retrieval recipe, comma-separated (default: the configured one)."),
     ] = None,
     holdout: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Conversations reported apart as never tuned on, comma-separated ('' for none)."
+            help="Conversations reported apart as never tuned on, comma-separated "
+            "(default: 43,44, the two held out while tuning; '' for none)."
         ),
-    ] = "43,44",
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Retrieval recall on LoCoMo against a BM25 baseline, latency and ingest speed."""
@@ -677,7 +678,9 @@ def bench_locomo(
             progress=lambda what, n: bar.advance(tasks[what], n),
             ablate=ablate,
             stages=[s.strip() for s in stages.split(",") if s.strip()] if stages else None,
-            holdout=[s.strip() for s in holdout.split(",") if s.strip()],
+            holdout=locomo.HOLDOUT
+            if holdout is None
+            else [s.strip() for s in holdout.split(",") if s.strip()],
         )
     print_locomo(report)
     if "holdout" in report:
