@@ -182,8 +182,10 @@ def evidence_stratum(turns: int) -> str:
 
 def holdout_figures(dev: Scores, held: Scores) -> dict[str, Any]:
     """recall_all at each budget for dev and held-out questions, the gap (dev minus
-    held-out, in points), and ``held_out_at_dev_rates``: the held-out figure had each of its
-    questions been found as often as dev's questions with as many evidence turns."""
+    held-out, in points) with its standard error (the two sets of questions taken as
+    independent samples: a few hundred questions make a gap of a few points noisy), and
+    ``held_out_at_dev_rates``: the held-out figure had each of its questions been found as
+    often as dev's questions with as many evidence turns."""
     keys = [f"recall_all@{b}tok" for b in BUDGETS]
     dev_strata, held_strata = dev.evidence(), held.evidence()
     expected: dict[str, float] = {}
@@ -203,6 +205,17 @@ def holdout_figures(dev: Scores, held: Scores) -> dict[str, Any]:
         "held_out": {k: held_all.get(k, 0.0) for k in keys}
         | {"questions": len(held.hits[keys[0]])},
         "gap_points": {k: round(100 * (dev_all[k] - held_all[k]), 1) for k in keys},
+        "gap_se_points": {
+            k: round(
+                100
+                * math.sqrt(
+                    statistics.pvariance(dev.hits[k]) / len(dev.hits[k])
+                    + statistics.pvariance(held.hits[k]) / len(held.hits[k])
+                ),
+                1,
+            )
+            for k in keys
+        },
         "held_out_at_dev_rates": expected,
         "gap_points_from_mix": {k: round(100 * (dev_all[k] - expected[k]), 1) for k in keys},
     }

@@ -972,7 +972,11 @@ def print_holdout(report: dict[str, Any]) -> None:
             table.add_row(
                 f"{label} {row}", str(values["questions"]), *[f"{values[k]:.3f}" for k in keys]
             )
-        table.add_row(f"{label} gap, points", "", *[f"{data['gap_points'][k]:.1f}" for k in keys])
+        table.add_row(
+            f"{label} gap, points ± 1 s.e.",
+            "",
+            *[f"{data['gap_points'][k]:.1f} ± {data['gap_se_points'][k]:.1f}" for k in keys],
+        )
         table.add_row(
             f"{label} held-out at dev's rates",
             "",

@@ -135,6 +135,8 @@ def test_holdout_splits_the_figures_and_tells_the_gap_the_mix_makes() -> None:
     assert figures["dev"] == {**{f"recall_all@{b}tok": 0.875 for b in BUDGETS}, "questions": 8}
     assert figures["held_out"]["recall_all@1000tok"] == 0.5
     assert figures["gap_points"]["recall_all@1000tok"] == 37.5
+    # s.e. of the difference of two means: sqrt(0.875 * 0.125 / 8 + 0.5 * 0.5 / 2) = 0.372
+    assert figures["gap_se_points"]["recall_all@1000tok"] == 37.2
     # held out at dev's rate for two-turn questions: all of the gap is the mix of questions
     assert figures["held_out_at_dev_rates"]["recall_all@1000tok"] == 0.5
     assert figures["gap_points_from_mix"]["recall_all@1000tok"] == 37.5
