@@ -235,12 +235,16 @@ def test_record_access_counts(store) -> None:
 
 
 def test_filtered_vector_search_finds_a_sliver_of_a_large_scope(store) -> None:
-    """A filter holding a few rows of thousands (a session) still gets its k nearest: the
-    index's nearest candidates hold none of them, so the store must look past them."""
+    """A filter holding a few rows of thousands (a session, a speaker, a kind) still gets its
+    k nearest: the index's nearest candidates hold none of them, so the store must look past
+    them."""
     rng = np.random.default_rng(7)
     vectors = rng.standard_normal((3100, DIM)).astype(np.float32)
     items = [
-        item(text=f"t{n}", session_id="rare" if n % 700 == 3 else "common") for n in range(3100)
+        item(text=f"t{n}", session_id="rare", speaker="Rae", kind=MemoryKind.EVENT)
+        if n % 700 == 3
+        else item(text=f"t{n}", session_id="common", speaker="Cam")
+        for n in range(3100)
     ]
     add(store, items, list(vectors))
     query = vectors[0]  # an item of the common session is the nearest of all
@@ -248,10 +252,16 @@ def test_filtered_vector_search_finds_a_sliver_of_a_large_scope(store) -> None:
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     sims = unit[rare] @ (query / np.linalg.norm(query))
     expected = [items[rare[i]].id for i in np.argsort(-sims)[:3]]
-    found = store.vector_search("ana", "ana/default", query, 3, ItemFilter(session_id="rare"))
-    assert [s.item_id for s in found] == expected
-    assert abs(found[0].score - float(np.sort(sims)[-1])) < 1e-3
+    for flt in (
+        ItemFilter(session_id="rare"),
+        ItemFilter(speaker="Rae"),
+        ItemFilter(kinds=(MemoryKind.EVENT,)),
+    ):
+        found = store.vector_search("ana", "ana/default", query, 3, flt)
+        assert [s.item_id for s in found] == expected, flt
+        assert abs(found[0].score - float(np.sort(sims)[-1])) < 1e-3
     assert store.vector_search("ana", "ana/default", query, 3, ItemFilter(session_id="x")) == []
+    assert store.vector_search("ana", "ana/default", query, 3, ItemFilter(speaker="x")) == []
 
 
 def test_a_closed_store_says_so(store) -> None:
@@ -428,6 +438,28 @@ def test_small_tables_score_bm25_from_kept_posting_lists_as_fts5_does(
     finally:
         s.close()
         other.close()
+
+
+def test_migration_5_indexes_speakers_of_a_store_that_holds_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mnemic.infra.store.sqlite import SQLiteStore
+
+    path = tmp_path / "s.db"
+    with SQLiteStore(path, dim=DIM) as s:
+        add(s, [item(text="tea", speaker="Ana"), item(text="tea", speaker="Bo")])
+    with sqlite3.connect(path) as db:  # the store as migration 4 left it
+        db.execute("DROP INDEX items_speaker")
+        db.execute("PRAGMA user_version = 4")
+    with SQLiteStore(path, dim=DIM) as s:
+        got = s.fulltext_search("ana", "ana/default", "tea", 5, ItemFilter(speaker="Bo"))
+        assert len(got) == 1
+    with sqlite3.connect(path) as db:
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM items i "
+            "WHERE i.user_id = 'ana' AND i.cube_id = 'ana/default' AND i.speaker = 'Bo'"
+        ).fetchall()
+    assert "items_speaker" in str(plan)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -178,6 +178,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX items_recent ON items(user_id, cube_id);
     """,
+    # 5: a scope's items by speaker, for searches kept to what one speaker said (the
+    # retriever's speaker_recall): a rare speaker's rows are then read, not the scope's
+    """
+    CREATE INDEX items_speaker ON items(user_id, cube_id, speaker);
+    """,
 ]
 
 # fmt: off
@@ -1558,12 +1563,17 @@ class SQLiteStore:
                 if len(found) >= k or want >= size:
                     found.sort(key=lambda s: s.score, reverse=True)
                     return found[:k]
-                if want >= FILTERED_ANN_MAX:
-                    # fewer than k in thousands of nearest candidates: the filter holds a
-                    # sliver of the scope (a session, a time span, a rare kind). Scoring its
-                    # rows is exact and cheaper than widening the net to the whole index.
+                wider = min(size, want * 4)
+                # the filter's rows in the scope, as the candidates tell (one more than they
+                # hold, so that none among them is not taken for none at all)
+                passing = (len(found) + 1) / want * size
+                if want >= FILTERED_ANN_MAX or (_indexed_narrowing(flt) and passing <= wider):
+                    # fewer than k in thousands of nearest candidates, or a filter on an
+                    # indexed column (a session, a speaker) that holds fewer rows than the
+                    # wider net would look up: the filter holds a sliver of the scope.
+                    # Scoring its rows is exact and cheaper than widening the net.
                     return self._exact_search(user_id, cube_id, vector, k, where, params)
-                want = min(size, want * 4)
+                want = wider
 
     def _exact_search(
         self,
@@ -1794,6 +1804,12 @@ def _fts_columns(item: MemoryItem) -> tuple[str, str]:
     """What full-text search sees: the item's own words (with its speaker), and its keys."""
     body = f"{item.speaker}: {item.text}" if item.speaker else item.text
     return body, item.index_text or ""
+
+
+def _indexed_narrowing(flt: ItemFilter) -> bool:
+    """Whether the filter's rows are found through an index of their own (items_session,
+    items_speaker), so that reading them costs about as many rows as they are."""
+    return flt.session_id is not None or flt.speaker is not None
 
 
 def _where(flt: ItemFilter) -> tuple[str, list[Any]]:
