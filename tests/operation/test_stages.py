@@ -588,7 +588,7 @@ def test_speaker_recall_searches_among_what_the_named_speaker_said(memory: Memor
     question = "What has Ana painted?"
     recipe(memory, "bm25", "dense", "fusion", candidates=2)
     plain = memory.search(question, user_id="u", top_k=3)
-    assert ["a"] not in [h.item.source.message_ids for h in plain]  # Ben's praise crowds it out
+    assert ["a"] not in [h.item.source.message_ids for h in plain]  # Ben's questions crowd it out
     recipe(
         memory, "bm25", "dense", "speaker_recall", "fusion", candidates=2, speaker_recall_weight=5
     )
