@@ -188,9 +188,9 @@ def holdout_figures(dev: Scores, held: Scores) -> dict[str, Any]:
     often as dev's questions with as many evidence turns."""
     keys = [f"recall_all@{b}tok" for b in BUDGETS]
     dev_strata, held_strata = dev.evidence(), held.evidence()
+    total = sum(int(v["questions"]) for v in held_strata.values())
     expected: dict[str, float] = {}
     for key in keys:
-        total = sum(int(v["questions"]) for v in held_strata.values())
         expected[key] = round(
             sum(
                 v["questions"] * dev_strata.get(name, v)[key]  # no dev stratum: its own rate

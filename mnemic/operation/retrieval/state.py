@@ -93,6 +93,17 @@ class SearchState:
             self.user_id, self.cube_id, vector, k, self.flt if flt is None else flt
         )
 
+    def recall(
+        self, embedder: Embedder | None, text: str, k: int, flt: ItemFilter, keys_weight: float
+    ) -> tuple[list[Scored], list[Scored] | None]:
+        """Full-text and nearest-vector recall of ``text`` under ``flt`` (the vector list is
+        None without an embedder): what a stage that recalls again within a narrower filter
+        (a time span, a side of an event, one speaker's items) asks of the store."""
+        found = self.store.fulltext_search(
+            self.user_id, self.cube_id, text, k, flt, keys_weight=keys_weight
+        )
+        return found, self.nearest(embedder, text, k, flt)
+
     def query_vector(self, embedder: Embedder | None) -> np.ndarray | None:
         """The query's embedding, computed once per search by whichever stage needs it."""
         return self.embedding(embedder, self.query)

@@ -62,12 +62,8 @@ class EventAnchorFocus:
             narrowed = dataclasses.replace(flt, valid_after=start)
         k = max(self.config.candidates, state.top_k)
         state.lists["anchor"] = events
-        state.lists["bm25@anchor"] = self.store.fulltext_search(
-            state.user_id, state.cube_id, state.query, k, narrowed, keys_weight=keys_weight
-        )
-        vector = state.query_vector(self.embedder)
-        if vector is not None:
-            state.lists["dense@anchor"] = self.store.vector_search(
-                state.user_id, state.cube_id, vector, k, narrowed
-            )
+        found, near = state.recall(self.embedder, state.query, k, narrowed, keys_weight)
+        state.lists["bm25@anchor"] = found
+        if near is not None:
+            state.lists["dense@anchor"] = near
         state.notes.append(f"{anchor.relation} {anchor.phrase!r}: the event, on {when:%Y-%m-%d}")

@@ -26,7 +26,7 @@ class SpeakerRecall:
     name: ClassVar[str] = "speaker_recall"
 
     def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
-        self.store, self.embedder, self.config = store, embedder, config
+        self.embedder, self.config = embedder, config
 
     def _filters(self, state: SearchState) -> dict[str, ItemFilter]:
         """The search's filter narrowed to each speaker the query names."""
@@ -50,11 +50,8 @@ class SpeakerRecall:
             return
         text, k = self._text(state), max(self.config.candidates, state.top_k)
         for speaker, flt in filters.items():
-            found = self.store.fulltext_search(
-                state.user_id, state.cube_id, text, k, flt, keys_weight=self.config.keys_weight
-            )
+            found, near = state.recall(self.embedder, text, k, flt, self.config.keys_weight)
             state.lists[f"bm25@speaker {speaker}"] = [s for s in found if s.score > NO_EVIDENCE]
-            near = state.nearest(self.embedder, text, k, flt)
             if near is not None:
                 state.lists[f"dense@speaker {speaker}"] = near
         state.notes.append(f"recalled among what {', '.join(filters)} said")

@@ -21,7 +21,7 @@ class TimeFocus:
     name: ClassVar[str] = "time"
 
     def __init__(self, store: Store, embedder: Embedder | None, config: RetrievalConfig) -> None:
-        self.store, self.embedder, self.config = store, embedder, config
+        self.embedder, self.config = embedder, config
 
     def embeds(self, state: SearchState) -> list[str]:
         return [state.query] if state.analysis.time_range is not None else []
@@ -37,18 +37,8 @@ class TimeFocus:
             end = min(end, flt.valid_before)
         narrowed = dataclasses.replace(flt, valid_after=start, valid_before=end)
         k = max(self.config.candidates, state.top_k)
-        found = self.store.fulltext_search(
-            state.user_id,
-            state.cube_id,
-            state.query,
-            k,
-            narrowed,
-            keys_weight=self.config.keys_weight,
-        )
+        found, near = state.recall(self.embedder, state.query, k, narrowed, self.config.keys_weight)
         state.lists["bm25@time"] = found
-        vector = state.query_vector(self.embedder)
-        if vector is not None:
-            state.lists["dense@time"] = self.store.vector_search(
-                state.user_id, state.cube_id, vector, k, narrowed
-            )
+        if near is not None:
+            state.lists["dense@time"] = near
         state.notes.append(f"time {span.text!r}: {start:%Y-%m-%d} to {end:%Y-%m-%d}")
