@@ -138,6 +138,17 @@ class MemoryItem(BaseModel):
     def _utc(cls, value: datetime | None) -> datetime | None:
         return as_utc(value)
 
+    def said(self) -> str:
+        """The memory as a line of talk: ``Caroline: text``. A memory whose text already
+        starts with its speaker's name (an extracted one: ``Caroline likes pottery``,
+        ``Caroline: I went camping...``) is not prefixed with the name again."""
+        if not self.speaker:
+            return self.text
+        rest = self.text.removeprefix(self.speaker)
+        if rest != self.text and rest[:1] in (":", " ", "'"):
+            return self.text
+        return f"{self.speaker}: {self.text}"
+
 
 class HistoryEntry(BaseModel):
     """One change to one item: who did what, when, and the item before and after."""

@@ -45,6 +45,19 @@ def test_render_has_date_and_speaker() -> None:
     assert render(_hit("plain", speaker=None).item) == "[8 May 2023] plain"
 
 
+def test_a_memory_that_names_its_speaker_first_is_not_prefixed_again() -> None:
+    # memories extracted from Ana's turns say who they are about themselves
+    assert render(_hit("Ana: I ran a marathon last week. (1 May 2023)").item) == (
+        "[8 May 2023] Ana: I ran a marathon last week. (1 May 2023)"
+    )
+    assert render(_hit("Ana likes pottery").item) == "[8 May 2023] Ana likes pottery"
+    assert render(_hit("Ana's favorite book is Dune").item) == (
+        "[8 May 2023] Ana's favorite book is Dune"
+    )
+    # a name that merely starts like the speaker's is no mention of her
+    assert render(_hit("Anastasia called").item) == "[8 May 2023] Ana: Anastasia called"
+
+
 def test_pack_fits_the_budget_and_keeps_rank_order() -> None:
     hits = [_hit("short one"), _hit("a much longer line " * 20), _hit("short two")]
     # one date header for the day, then the two short lines

@@ -25,9 +25,8 @@ def render_memory(items: Sequence[MemoryItem]) -> str:
     lines = [HEADER]
     for item in items:
         when = item.valid_from.strftime("%Y-%m-%d") if item.valid_from else ""
-        who = f"{item.speaker}: " if item.speaker else ""
-        text = " ".join(item.text.split())
-        lines.append(f"- {'[' + when + '] ' if when else ''}{who}{text}")
+        text = " ".join(item.said().split())
+        lines.append(f"- {'[' + when + '] ' if when else ''}{text}")
     return "\n".join(lines)
 
 

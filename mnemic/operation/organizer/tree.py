@@ -37,9 +37,7 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 def line(item: MemoryItem) -> str:
     """The item as said: "speaker: text" (extracted memories may carry the prefix already)."""
-    if not item.speaker or item.text.startswith(f"{item.speaker}:"):
-        return item.text
-    return f"{item.speaker}: {item.text}"
+    return item.said()
 
 
 # words of talk, not of a subject: a title made of them says nothing about the topic

@@ -25,7 +25,7 @@ def day_header(when: datetime) -> str:
 
 def line(item: MemoryItem) -> str:
     """One memory as a context line, without its date: ``Caroline: text``."""
-    return f"{item.speaker}: {item.text}" if item.speaker else item.text
+    return item.said()
 
 
 def render(item: MemoryItem) -> str:
