@@ -180,12 +180,21 @@ def evidence_stratum(turns: int) -> str:
     return str(turns) if turns < 4 else "4+"
 
 
-def holdout_figures(dev: Scores, held: Scores) -> dict[str, Any]:
-    """recall_all at each budget for dev and held-out questions, the gap (dev minus
-    held-out, in points) with its standard error (the two sets of questions taken as
-    independent samples: a few hundred questions make a gap of a few points noisy), and
+def holdout_figures(dev_parts: Sequence[Scores], held_parts: Sequence[Scores]) -> dict[str, Any]:
+    """recall_all at each budget for dev and held-out questions (each part one
+    conversation's), the gap (dev minus held-out, in points) with two standard errors, and
     ``held_out_at_dev_rates``: the held-out figure had each of its questions been found as
-    often as dev's questions with as many evidence turns."""
+    often as dev's questions with as many evidence turns.
+
+    ``gap_se_points`` takes the questions as the units sampled (two independent samples of a
+    few hundred questions make a gap of a few points noisy). ``gap_se_conversations_points``
+    takes the conversations as the units: what the gap would vary by with other
+    conversations held out, from the spread of the conversations' own figures around their
+    side's mean (pooled; None with fewer than three conversations). Questions of one
+    conversation are not independent samples, so with two conversations held out this is
+    the wider and the truer of the two.
+    """
+    dev, held = Scores.merged(dev_parts), Scores.merged(held_parts)
     keys = [f"recall_all@{b}tok" for b in BUDGETS]
     dev_strata, held_strata = dev.evidence(), held.evidence()
     total = sum(int(v["questions"]) for v in held_strata.values())
@@ -216,9 +225,28 @@ def holdout_figures(dev: Scores, held: Scores) -> dict[str, Any]:
             )
             for k in keys
         },
+        "gap_se_conversations_points": {
+            k: _conversation_se(dev_parts, held_parts, k) for k in keys
+        },
         "held_out_at_dev_rates": expected,
         "gap_points_from_mix": {k: round(100 * (dev_all[k] - expected[k]), 1) for k in keys},
     }
+
+
+def _conversation_se(
+    dev_parts: Sequence[Scores], held_parts: Sequence[Scores], key: str
+) -> float | None:
+    """Standard error, in points, of the difference between the mean figure of the dev and
+    the held-out conversations, each conversation one sample (pooled variance)."""
+    sides = [
+        [statistics.fmean(p.hits[key]) for p in parts if p.hits.get(key)]
+        for parts in (dev_parts, held_parts)
+    ]
+    freedom = sum(len(side) for side in sides) - 2
+    if freedom < 1 or not all(sides):
+        return None
+    spread = sum((x - statistics.fmean(side)) ** 2 for side in sides for x in side) / freedom
+    return round(100 * math.sqrt(spread * sum(1 / len(side) for side in sides)), 1)
 
 
 def score_ranking(
@@ -340,7 +368,7 @@ class RunResult:
         if held and dev:
             result.holdout = {
                 "held_out_conversations": [n for n in per_conv if n in holdout],
-                **holdout_figures(Scores.merged(dev), Scores.merged(held)),
+                **holdout_figures(dev, held),
             }
         return result
 

@@ -977,6 +977,13 @@ def print_holdout(report: dict[str, Any]) -> None:
             "",
             *[f"{data['gap_points'][k]:.1f} ± {data['gap_se_points'][k]:.1f}" for k in keys],
         )
+        by_conversation = data.get("gap_se_conversations_points", {})
+        if any(v is not None for v in by_conversation.values()):
+            table.add_row(
+                f"{label} gap's s.e., conversations",
+                "",
+                *[f"± {by_conversation[k]:.1f}" for k in keys],
+            )
         table.add_row(
             f"{label} held-out at dev's rates",
             "",
@@ -986,7 +993,9 @@ def print_holdout(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         "held-out at dev's rates: each held-out question found as often as dev questions with "
-        "as many evidence turns; dev minus it is the gap the mix of questions makes"
+        "as many evidence turns; dev minus it is the gap the mix of questions makes. The gap's "
+        "s.e. takes questions as the units sampled; the conversations' s.e. takes each "
+        "conversation as one, and says how much the gap would move with others held out"
     )
 
 

@@ -131,7 +131,7 @@ def test_holdout_splits_the_figures_and_tells_the_gap_the_mix_makes() -> None:
         dev.add(1, found(yes), evidence=2)
     for yes in (True, False):  # held out: only two-turn questions, found as often as dev's
         held.add(1, found(yes), evidence=2)
-    figures = holdout_figures(dev, held)
+    figures = holdout_figures([dev], [held])
     assert figures["dev"] == {**{f"recall_all@{b}tok": 0.875 for b in BUDGETS}, "questions": 8}
     assert figures["held_out"]["recall_all@1000tok"] == 0.5
     assert figures["gap_points"]["recall_all@1000tok"] == 37.5
@@ -140,6 +140,24 @@ def test_holdout_splits_the_figures_and_tells_the_gap_the_mix_makes() -> None:
     # held out at dev's rate for two-turn questions: all of the gap is the mix of questions
     assert figures["held_out_at_dev_rates"]["recall_all@1000tok"] == 0.5
     assert figures["gap_points_from_mix"]["recall_all@1000tok"] == 37.5
+    # one conversation a side: no spread to measure between conversations
+    assert figures["gap_se_conversations_points"]["recall_all@1000tok"] is None
+
+
+def test_holdout_gap_error_between_conversations() -> None:
+    def conversation(found: int, of: int) -> Scores:
+        part = Scores()
+        for n in range(of):
+            part.add(4, {f"recall_all@{b}tok": float(n < found) for b in BUDGETS})
+        return part
+
+    # dev conversations at 0.8, 0.9, 1.0; held out at 0.5 and 0.7 (ten questions each)
+    dev = [conversation(8, 10), conversation(9, 10), conversation(10, 10)]
+    held = [conversation(5, 10), conversation(7, 10)]
+    figures = holdout_figures(dev, held)
+    assert figures["gap_points"]["recall_all@1000tok"] == 30.0
+    # pooled variance (0.01 + 0 + 0.01 + 0.01 + 0.01) / 3, times 1/3 + 1/2: s.e. 0.105
+    assert figures["gap_se_conversations_points"]["recall_all@1000tok"] == 10.5
 
 
 def test_run_reports_held_out_conversations_apart(tmp_path: Path, embedder) -> None:
