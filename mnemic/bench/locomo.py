@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from mnemic.config import Settings
+from mnemic.errors import Conflict
 from mnemic.infra.embed.base import Embedder
 from mnemic.infra.text import STOPWORDS
 from mnemic.infra.tokens import count_tokens
@@ -388,7 +389,21 @@ def ingest(
     conversations: Sequence[Conversation],
     progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, float]:
-    """Add every session of every conversation; one user per conversation."""
+    """Add every session of every conversation; one user per conversation.
+
+    Refused if a conversation's user already holds items (a PostgreSQL store named by
+    ``store.dsn`` outlives the run): adding it again would count every turn twice."""
+    from mnemic.infra.store.base import ItemFilter
+    from mnemic.sdk import default_cube
+
+    for conv in conversations:
+        user = user_of(conv)
+        if mem.store.count_items(user, default_cube(user), ItemFilter.any_status()):
+            raise Conflict(
+                f"the store already holds items of user {user} (LoCoMo conversation "
+                f"{conv.name}); run the bench on an empty store: for PostgreSQL, point "
+                "store.dsn at a scratch database"
+            )
     timed = mem.embedder
     timed.seconds = 0.0
     items_added = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mnemic.bench.locomo import BM25, BUDGETS, Scores, holdout_figures, load_conversations, run
@@ -177,3 +178,19 @@ def test_run_reports_held_out_conversations_apart(tmp_path: Path, embedder) -> N
     assert "holdout" not in run(
         write_conversation(tmp_path / "d"), embedder=embedder, holdout=["x"]
     )
+
+
+def test_ingest_refuses_a_store_that_holds_the_conversation_already(tmp_path: Path, memory) -> None:
+    from mnemic.bench.locomo import ingest
+    from mnemic.errors import Conflict
+    from mnemic.infra.store.base import ItemFilter
+
+    conversations = load_conversations(write_conversation(tmp_path / "c"))
+    ingest(memory, conversations)
+    user = "locomo-conv"
+    held = memory.store.count_items(user, f"{user}/default", ItemFilter.any_status())
+    assert held >= 5  # the five turns, and what was extracted from them
+    # a second run on a store that outlived the first would count every turn twice
+    with pytest.raises(Conflict, match="scratch database"):
+        ingest(memory, conversations)
+    assert memory.store.count_items(user, f"{user}/default", ItemFilter.any_status()) == held
