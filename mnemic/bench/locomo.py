@@ -44,6 +44,7 @@ import numpy as np
 from mnemic.config import Settings
 from mnemic.errors import Conflict
 from mnemic.infra.embed.base import Embedder
+from mnemic.infra.store.base import ItemFilter
 from mnemic.infra.text import STOPWORDS
 from mnemic.infra.tokens import count_tokens
 from mnemic.models import MemoryItem, SearchHit
@@ -393,7 +394,6 @@ def ingest(
 
     Refused if a conversation's user already holds items (a PostgreSQL store named by
     ``store.dsn`` outlives the run): adding it again would count every turn twice."""
-    from mnemic.infra.store.base import ItemFilter
     from mnemic.sdk import default_cube
 
     for conv in conversations:

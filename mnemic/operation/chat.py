@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from mnemic.errors import InvalidInput, NotFound
 from mnemic.models import ChatReply, MemoryItem, utcnow
 from mnemic.operation.reader.messages import parse_time
-from mnemic.operation.retrieval.packing import context_text, line
+from mnemic.operation.retrieval.packing import context_text
 
 if TYPE_CHECKING:
     from mnemic.sdk import Memory
@@ -107,7 +107,9 @@ def chat(
     ]
     for item in history:
         role = "assistant" if item.speaker == ASSISTANT else "user"
-        messages.append({"role": role, "content": item.text if role == "assistant" else line(item)})
+        messages.append(
+            {"role": role, "content": item.text if role == "assistant" else item.said()}
+        )
     messages.append({"role": "user", "content": query})
     answer = llm.complete(messages).strip()
     if answer:

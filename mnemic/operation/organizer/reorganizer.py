@@ -33,7 +33,7 @@ from mnemic.errors import Conflict
 from mnemic.infra.store.base import ItemChange, ItemFilter, Store, TreeChange
 from mnemic.models import MemoryItem, MemoryStatus
 from mnemic.operation.organizer.graph import MANAGED_KINDS, edge, plan_edges
-from mnemic.operation.organizer.tree import TreePlan, line
+from mnemic.operation.organizer.tree import TreePlan
 
 if TYPE_CHECKING:
     from mnemic.infra.llm.base import LLM
@@ -288,7 +288,7 @@ class Organizer:
             reply = self.llm.complete(
                 [
                     {"role": "system", "content": prompt.text},
-                    {"role": "user", "content": "\n".join(f"- {line(i)}" for i in items)},
+                    {"role": "user", "content": "\n".join(f"- {i.said()}" for i in items)},
                 ],
                 max_tokens=200,
             )

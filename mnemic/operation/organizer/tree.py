@@ -35,11 +35,6 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / norm if norm > 0 else v
 
 
-def line(item: MemoryItem) -> str:
-    """The item as said: "speaker: text" (extracted memories may carry the prefix already)."""
-    return item.said()
-
-
 # words of talk, not of a subject: a title made of them says nothing about the topic
 FILLERS = frozenset(
     [
@@ -144,7 +139,7 @@ def extractive_summary(items: Sequence[MemoryItem], limit: int = 160) -> str:
     """The given items (nearest the centroid first), each cut to ``limit`` characters."""
     parts = []
     for item in items:
-        text = " ".join(line(item).split())
+        text = " ".join(item.said().split())
         parts.append(text if len(text) <= limit else text[: limit - 1].rstrip() + "…")
     return " | ".join(parts)
 

@@ -23,16 +23,11 @@ def day_header(when: datetime) -> str:
     return f"[{when.day} {when:%B %Y}]"
 
 
-def line(item: MemoryItem) -> str:
-    """One memory as a context line, without its date: ``Caroline: text``."""
-    return item.said()
-
-
 def render(item: MemoryItem) -> str:
     """One memory on its own, with its date: ``[8 May 2023] Caroline: text``."""
     if item.valid_from is None:
-        return line(item)
-    return f"{day_header(item.valid_from)} {line(item)}"
+        return item.said()
+    return f"{day_header(item.valid_from)} {item.said()}"
 
 
 def _day(item: MemoryItem) -> str | None:
@@ -75,7 +70,7 @@ def pack(hits: Sequence[SearchHit], token_budget: int) -> list[SearchHit]:
         if _is_derived(item) and turns and all(covered.get(t) for t in turns):
             continue  # its turns are in the context already
         day = _day(item)
-        line_cost = count_tokens(line(item)) + 1
+        line_cost = count_tokens(item.said()) + 1
         # memories extracted from this turn alone that it would make redundant
         refunds = (
             [
@@ -122,5 +117,5 @@ def context_text(hits: Sequence[SearchHit]) -> str:
         if day is not None and day != current:
             out.append(day)
             current = day
-        out.append(line(item))
+        out.append(item.said())
     return "\n".join(out)

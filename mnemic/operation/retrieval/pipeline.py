@@ -73,11 +73,8 @@ def _embed_and_search(
         return
     vector.set_result(embedded)
     for search, future in searches.items():
-        flt = state.flt if search.flt is None else search.flt
         try:
-            future.set_result(
-                state.store.vector_search(state.user_id, state.cube_id, embedded, search.k, flt)
-            )
+            future.set_result(state.nearest_to(embedded, search))
         except BaseException as exc:
             future.set_exception(exc)
 

@@ -78,7 +78,8 @@ class SearchState:
         """The ``k`` items nearest to ``text``'s embedding that pass ``flt`` (default: the
         search's ``flt``; None without an embedder): searched in the background if a stage
         asked for it before the stages ran, else now."""
-        pending = self.nearest_hits.get(NearestSearch(text, k, flt))
+        search = NearestSearch(text, k, flt)
+        pending = self.nearest_hits.get(search)
         if pending is not None:
             t = time.perf_counter()
             found = pending.result()
@@ -89,9 +90,12 @@ class SearchState:
         vector = self.embedding(embedder, text)
         if vector is None:
             return None
-        return self.store.vector_search(
-            self.user_id, self.cube_id, vector, k, self.flt if flt is None else flt
-        )
+        return self.nearest_to(vector, search)
+
+    def nearest_to(self, vector: np.ndarray, search: NearestSearch) -> list[Scored]:
+        """The store's answer to ``search`` for its text's embedding ``vector``."""
+        flt = self.flt if search.flt is None else search.flt
+        return self.store.vector_search(self.user_id, self.cube_id, vector, search.k, flt)
 
     def recall(
         self, embedder: Embedder | None, text: str, k: int, flt: ItemFilter, keys_weight: float
